@@ -1,0 +1,49 @@
+# The whole set-up on a fresh machine: `make test` and `make demo`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+CUDA_VENV ?= .venv-cuda
+CUDA_TORCH_SPEC ?= torch==2.14.1
+CUDA_ARCH ?= 9.0
+PYTEST_ARGS ?=
+
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.dale_ext-installed
+
+.PHONY: test demo cuda-check bench install clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+
+# torch first, then the package built against it (no build isolation: it would pull another torch).
+$(STAMP): $(VENV)/bin/python pyproject.toml CMakeLists.txt $(shell find csrc -type f)
+	$(VENV)/bin/pip install -q "$(TORCH_SPEC)" scikit-build-core pybind11 ninja numpy
+	$(VENV)/bin/pip install -q --no-build-isolation -e ".[test]"
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(VENV)/bin/dale demo
+
+bench: $(STAMP)
+	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-columns=median,iqr,rounds
+
+# Compile the CUDA kernels for sm_90 against a CUDA build of torch, in a venv of their own, and
+# import the result. Needs nvcc; no GPU (nothing CUDA runs here).
+cuda-check:
+	test -x $(CUDA_VENV)/bin/python || $(PYTHON) -m venv $(CUDA_VENV)
+	$(CUDA_VENV)/bin/pip install -q "$(CUDA_TORCH_SPEC)" scikit-build-core pybind11 ninja numpy "cmake>=3.26"
+	TORCH_CUDA_ARCH_LIST=$(CUDA_ARCH) $(CUDA_VENV)/bin/pip install -q --no-build-isolation --no-deps \
+	  -C build-dir=build/cuda-check -C cmake.define.DALE_EXT_CUDA=ON .
+	cd /tmp && $(abspath $(CUDA_VENV))/bin/python -c "import dale_ext, torch; \
+	  assert dale_ext.cuda_built(), 'CUDA kernels missing'; \
+	  assert torch._C._dispatch_has_kernel_for_dispatch_key('dale_ext::fuzzy_split', 'CUDA'); \
+	  print('cuda-check: OK', dale_ext.build_info(), 'torch', torch.__version__)"
+
+clean:
+	rm -rf build $(VENV) $(CUDA_VENV)

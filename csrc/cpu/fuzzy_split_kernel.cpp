@@ -1,0 +1,239 @@
+// fuzzy_split, CPU: per-patch histogram entropy + edge ratio, then one write pass per image.
+// When the batch has at least as many images as threads, one task handles a whole image
+// (statistics, normalisation, writes) so the image is re-read from cache, not memory.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <type_traits>
+#include <cmath>
+#include <vector>
+
+#include "fuzzy_split.h"
+
+namespace dale_ext {
+namespace fuzzy {
+namespace {
+
+template <typename scalar_t, typename label_t>
+struct CpuFuzzySplit {
+  using out_t = typename MaskedPixel<scalar_t>::out_t;
+  Geometry g;
+  const scalar_t* img;
+  const label_t* lab;
+  Outputs* out;
+  std::vector<double> r64, e64;     // per-patch entropy and edge ratio, full precision
+  std::vector<float> fm, nm;        // per-patch soft masks
+  std::vector<double> clogc;        // c ln c for c = 0 .. ph*pw
+  std::vector<uint16_t> u8_table;   // uint8: channel sum -> bin, exact (grey_bin<uint8_t>)
+  std::atomic<bool> nan{false};
+
+  struct Scratch {
+    std::vector<int32_t> hist;
+    std::vector<uint16_t> q;       // bins of one strip (ph x W)
+    std::vector<float> s;          // one row of channel sums (float images)
+    std::vector<int32_t> si;       // one row of channel sums (uint8) or of bins
+    std::vector<uint8_t> e;        // one row of edge flags
+    std::vector<int32_t> edges;    // edge pixels per patch of the strip
+    std::vector<float> frow, nrow; // one row of mask values
+    explicit Scratch(const Geometry& g)
+        : hist(g.bins, 0), q(g.ph * g.W), s(g.W), si(g.W), e(g.W), edges(g.Lw), frow(g.W), nrow(g.W) {}
+  };
+
+  CpuFuzzySplit(const Geometry& g_, const scalar_t* img_, const label_t* lab_, Outputs* out_)
+      : g(g_), img(img_), lab(lab_), out(out_) {
+    const int64_t n = g.B * g.Lh * g.Lw;
+    r64.resize(n);
+    e64.resize(n);
+    fm.resize(n);
+    nm.resize(n);
+    const int64_t cmax = g.ph * g.pw;
+    clogc.resize(cmax + 1);
+    clogc[0] = 0.0;
+    for (int64_t c = 1; c <= cmax; ++c) clogc[c] = c * std::log(static_cast<double>(c));
+    if constexpr (std::is_same_v<scalar_t, uint8_t>) {
+      u8_table.resize(255 * g.C + 1);
+      for (int64_t v = 0; v <= 255 * g.C; ++v) u8_table[v] = static_cast<uint16_t>(bin_of_u8_sum(v, g.C, g.bins));
+    }
+  }
+
+  // Grey-level bins of one image row into q[0, W). Written branch-free so it vectorises; the
+  // arithmetic is grey_bin()'s (fuzzy_split.h), which the CUDA kernel calls per pixel.
+  void row_bins(const scalar_t* src, int64_t plane, float* s, int32_t* si, uint16_t* q, bool* saw_nan) {
+    if constexpr (std::is_same_v<scalar_t, uint8_t>) {
+      for (int64_t x = 0; x < g.W; ++x) si[x] = src[x];
+      for (int64_t c = 1; c < g.C; ++c)
+        for (int64_t x = 0; x < g.W; ++x) si[x] += src[c * plane + x];
+      for (int64_t x = 0; x < g.W; ++x) q[x] = u8_table[si[x]];
+    } else {
+      for (int64_t x = 0; x < g.W; ++x) s[x] = static_cast<float>(src[x]);
+      for (int64_t c = 1; c < g.C; ++c)
+        for (int64_t x = 0; x < g.W; ++x) s[x] += static_cast<float>(src[c * plane + x]);
+      const float Cf = static_cast<float>(g.C), bf = static_cast<float>(g.bins);
+      int nan_seen = 0;
+      for (int64_t x = 0; x < g.W; ++x) nan_seen |= (s[x] != s[x]);
+      for (int64_t x = 0; x < g.W; ++x) si[x] = bin_of_sum(s[x], Cf, bf);
+      for (int64_t x = 0; x < g.W; ++x) q[x] = static_cast<uint16_t>(si[x]);
+      if (nan_seen) *saw_nan = true;
+    }
+  }
+
+  // Edge flags of row y into e[0, W) (see is_edge()).
+  void row_edges(const label_t* lb, int64_t y, uint8_t* e) {
+    const label_t* cur = lb + y * g.W;
+    const label_t* up = y > 0 ? cur - g.W : cur;        // out-of-image neighbours: the pixel itself
+    const label_t* down = y + 1 < g.H ? cur + g.W : cur;
+    const int64_t W = g.W;
+    for (int64_t x = 0; x < W; ++x) e[x] = (cur[x] != up[x]) | (cur[x] != down[x]);
+    for (int64_t x = 1; x < W; ++x) {
+      const uint8_t d = cur[x] != cur[x - 1];
+      e[x] |= d;
+      e[x - 1] |= d;
+    }
+  }
+
+  // Statistics of one strip of patches (patch row i of image b). `hist` has g.bins zeros on
+  // entry and on exit.
+  void stats_strip(int64_t b, int64_t i, Scratch& t) {
+    const int64_t plane = g.H * g.W;
+    const int64_t y0 = i * g.ph, hh = patch_extent(i, g.ph, g.H);
+    const scalar_t* im = img + b * g.C * plane;
+    const label_t* lb = lab + b * plane;
+    bool saw_nan = false;
+    std::fill(t.edges.begin(), t.edges.end(), 0);
+    for (int64_t r = 0; r < hh; ++r) {
+      const int64_t y = y0 + r;
+      row_bins(im + y * g.W, plane, t.s.data(), t.si.data(), t.q.data() + r * g.W, &saw_nan);
+      row_edges(lb, y, t.e.data());
+      for (int64_t j = 0; j < g.Lw; ++j) {
+        const int64_t x0 = j * g.pw, ww = patch_extent(j, g.pw, g.W);
+        int32_t n = 0;
+        for (int64_t x = x0; x < x0 + ww; ++x) n += t.e[x];
+        t.edges[j] += n;
+      }
+    }
+    if (saw_nan) nan.store(true, std::memory_order_relaxed);
+    int32_t* hist = t.hist.data();
+    const uint16_t* q = t.q.data();
+    for (int64_t j = 0; j < g.Lw; ++j) {
+      const int64_t x0 = j * g.pw, ww = patch_extent(j, g.pw, g.W);
+      for (int64_t r = 0; r < hh; ++r)
+        for (int64_t x = x0; x < x0 + ww; ++x) ++hist[q[r * g.W + x]];
+      double sum = 0.0;  // sum over distinct values of c ln c; resets the touched bins
+      for (int64_t r = 0; r < hh; ++r)
+        for (int64_t x = x0; x < x0 + ww; ++x) {
+          int32_t& c = hist[q[r * g.W + x]];
+          sum += clogc[c];
+          c = 0;
+        }
+      const int64_t n = hh * ww;
+      const int64_t p = (b * g.Lh + i) * g.Lw + j;
+      r64[p] = entropy_from_clogc(sum, n);
+      e64[p] = static_cast<double>(t.edges[j]) / static_cast<double>(n);
+    }
+  }
+
+  // Eq. 5-6 over the patches of image b.
+  void normalise_image(int64_t b) {
+    const int64_t L = g.Lh * g.Lw, p0 = b * L;
+    double rlo = r64[p0], rhi = r64[p0], elo = e64[p0], ehi = e64[p0];
+    for (int64_t p = p0 + 1; p < p0 + L; ++p) {
+      rlo = std::min(rlo, r64[p]);
+      rhi = std::max(rhi, r64[p]);
+      elo = std::min(elo, e64[p]);
+      ehi = std::max(ehi, e64[p]);
+    }
+    float* ent = out->entropy.data_ptr<float>();
+    float* edr = out->edge_ratio.data_ptr<float>();
+    float* sco = out->score.data_ptr<float>();
+    for (int64_t p = p0; p < p0 + L; ++p) {
+      const double m = std::max(normalise(r64[p], rlo, rhi), normalise(e64[p], elo, ehi));
+      ent[p] = static_cast<float>(r64[p]);
+      edr[p] = static_cast<float>(e64[p]);
+      sco[p] = static_cast<float>(m);
+      soft_masks(m, g.tau, &fm[p], &nm[p]);
+    }
+  }
+
+  void write_strip(int64_t b, int64_t i, Scratch& t) {
+    const int64_t plane = g.H * g.W, W = g.W;
+    const int64_t y0 = i * g.ph, hh = patch_extent(i, g.ph, g.H);
+    float* frow = t.frow.data();
+    float* nrow = t.nrow.data();
+    for (int64_t j = 0; j < g.Lw; ++j) {
+      const int64_t p = (b * g.Lh + i) * g.Lw + j;
+      const int64_t x0 = j * g.pw, ww = patch_extent(j, g.pw, g.W);
+      std::fill(frow + x0, frow + x0 + ww, fm[p]);
+      std::fill(nrow + x0, nrow + x0 + ww, nm[p]);
+    }
+    for (int64_t r = 0; r < hh; ++r) {
+      const int64_t o = b * plane + (y0 + r) * W;
+      std::copy(frow, frow + W, out->fuzzy_mask.data_ptr<float>() + o);
+      std::copy(nrow, nrow + W, out->nonfuzzy_mask.data_ptr<float>() + o);
+      for (int64_t c = 0; c < g.C; ++c) {
+        const int64_t oc = (b * g.C + c) * plane + (y0 + r) * W;
+        const scalar_t* src = img + oc;
+        out_t* fd = out->fuzzy_image.template data_ptr<out_t>() + oc;
+        out_t* nd = out->nonfuzzy_image.template data_ptr<out_t>() + oc;
+        for (int64_t x = 0; x < W; ++x) {
+          fd[x] = MaskedPixel<scalar_t>::apply(frow[x], src[x]);
+          nd[x] = MaskedPixel<scalar_t>::apply(nrow[x], src[x]);
+        }
+      }
+    }
+  }
+
+  void run() {
+    const int64_t threads = at::get_num_threads();
+    if (g.B >= threads) {
+      // One image per task: statistics, normalisation and writes while the image is cached.
+      at::parallel_for(0, g.B, 1, [&](int64_t begin, int64_t end) {
+        Scratch t(g);
+        for (int64_t b = begin; b < end; ++b) {
+          for (int64_t i = 0; i < g.Lh; ++i) stats_strip(b, i, t);
+          normalise_image(b);
+          for (int64_t i = 0; i < g.Lh; ++i) write_strip(b, i, t);
+        }
+      });
+    } else {
+      at::parallel_for(0, g.B * g.Lh, 1, [&](int64_t begin, int64_t end) {
+        Scratch t(g);
+        for (int64_t s = begin; s < end; ++s) stats_strip(s / g.Lh, s % g.Lh, t);
+      });
+      for (int64_t b = 0; b < g.B; ++b) normalise_image(b);
+      at::parallel_for(0, g.B * g.Lh, 1, [&](int64_t begin, int64_t end) {
+        Scratch t(g);
+        for (int64_t s = begin; s < end; ++s) write_strip(s / g.Lh, s % g.Lh, t);
+      });
+    }
+    TORCH_CHECK_VALUE(!nan.load(), "fuzzy_split: `image` contains NaN");
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+fuzzy_split_cpu(const at::Tensor& image_, const at::Tensor& label_, at::IntArrayRef patch_size,
+                double tau, int64_t bins) {
+  const Geometry g = check_inputs(image_, label_, patch_size, tau, bins);
+  TORCH_CHECK_VALUE(image_.device().is_cpu(), "fuzzy_split (CPU kernel): `image` must be on the CPU");
+  const at::Tensor image = image_.contiguous();
+  const at::Tensor label = (label_.dim() == 4 ? label_.squeeze(1) : label_).contiguous();
+  Outputs out = allocate_outputs(image, g);
+  if (g.B == 0) return out.as_tuple();
+  AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, image.scalar_type(), "fuzzy_split_cpu", [&] {
+    using image_t = scalar_t;
+    AT_DISPATCH_INTEGRAL_TYPES_AND(at::kBool, label.scalar_type(), "fuzzy_split_cpu_label", [&] {
+      CpuFuzzySplit<image_t, scalar_t> k(g, image.data_ptr<image_t>(), label.data_ptr<scalar_t>(), &out);
+      k.run();
+    });
+  });
+  return out.as_tuple();
+}
+
+}  // namespace
+}  // namespace fuzzy
+}  // namespace dale_ext
+
+TORCH_LIBRARY_IMPL(dale_ext, CPU, m) { m.impl("fuzzy_split", &dale_ext::fuzzy::fuzzy_split_cpu); }

@@ -1,0 +1,24 @@
+// The Python module `dale_ext._C`. Importing it loads this shared library, whose static
+// initialisers register the ops with the torch dispatcher (torch.ops.dale_ext.*). It stays thin:
+// users call the Python wrappers in dale_ext.ops, never this module.
+#include <pybind11/pybind11.h>
+
+#ifndef DALE_EXT_CUDA_BUILT
+#define DALE_EXT_CUDA_BUILT 0
+#endif
+#ifndef DALE_EXT_TORCH_CUDA
+#define DALE_EXT_TORCH_CUDA ""
+#endif
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "dale_ext compiled ops (registered under torch.ops.dale_ext)";
+  m.def("cuda_built", [] { return static_cast<bool>(DALE_EXT_CUDA_BUILT); },
+        "Whether the CUDA kernels were compiled into this build.");
+  m.def("build_info", [] {
+    pybind11::dict d;
+    d["cuda_built"] = static_cast<bool>(DALE_EXT_CUDA_BUILT);
+    d["torch_cuda"] = std::string(DALE_EXT_TORCH_CUDA);
+    d["compiler"] = std::string(__VERSION__);
+    return d;
+  });
+}

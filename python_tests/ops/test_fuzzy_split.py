@@ -1,0 +1,327 @@
+"""fuzzy_split: kernel vs an independent float64 loop oracle, vs the vectorised reference, vs
+skimage's find_boundaries; CUDA vs CPU; opcheck; torch.compile; bad inputs."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import dale_ext
+from dale_ext.reference import fuzzy_split as reference_fuzzy_split
+from python_tests.conftest import cpu_and_cuda
+
+FIELDS = dale_ext.FuzzySplit._fields
+
+
+# ---------------------------------------------------------------- independent oracle (loops)
+def _grey_bin(px: np.ndarray, bins: int) -> int:
+    """One pixel's channel values -> bin, written from the rules in the docstring."""
+    if px.dtype == np.uint8:
+        return min(int(px.astype(np.int64).sum()) * bins // (255 * px.size), bins - 1)
+    s = np.float32(0)
+    for v in px.astype(np.float32):  # channel order, float32
+        s = np.float32(s + v)
+    t = np.float32(np.float32(s / np.float32(px.size)) * np.float32(bins))
+    return int(min(max(math.floor(t), 0), bins - 1))
+
+
+def oracle_fuzzy_split(image: torch.Tensor, label: torch.Tensor, ph: int, pw: int, tau: float, bins: int):
+    img = image.cpu()
+    img = img.float().numpy() if img.dtype in (torch.float16, torch.bfloat16) else img.numpy()
+    lab = label.cpu().numpy()
+    if lab.ndim == 4:
+        lab = lab[:, 0]
+    B, C, H, W = img.shape
+    Lh, Lw = -(-H // ph), -(-W // pw)
+    ent = np.zeros((B, Lh, Lw))
+    edr = np.zeros((B, Lh, Lw))
+    for b in range(B):
+        q = np.array([[_grey_bin(img[b, :, y, x], bins) for x in range(W)] for y in range(H)])
+        edge = np.zeros((H, W), dtype=bool)
+        for y in range(H):
+            for x in range(W):
+                v = lab[b, y, x]
+                for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                    yy, xx = y + dy, x + dx
+                    if 0 <= yy < H and 0 <= xx < W and lab[b, yy, xx] != v:
+                        edge[y, x] = True
+        for i in range(Lh):
+            for j in range(Lw):
+                pq = q[i * ph:(i + 1) * ph, j * pw:(j + 1) * pw].ravel()
+                n = pq.size
+                _, counts = np.unique(pq, return_counts=True)
+                p = counts / n
+                ent[b, i, j] = max(0.0, float(-(p * np.log(p)).sum()))
+                edr[b, i, j] = edge[i * ph:(i + 1) * ph, j * pw:(j + 1) * pw].sum() / n
+
+    def norm(a):
+        lo, hi = a.min(), a.max()
+        return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+    score = np.stack([np.maximum(norm(ent[b]), norm(edr[b])) for b in range(B)])
+    fm = np.where(score > tau, 1.0, score)
+    nm = np.where(score < tau, 1.0, 1.0 - score)
+    up = lambda m: np.repeat(np.repeat(m, ph, axis=1)[:, :H], pw, axis=2)[:, None, :, :W]  # noqa: E731
+    fmask, nmask = up(fm), up(nm)
+    x = img.astype(np.float64) / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)
+    return dict(entropy=ent, edge_ratio=edr, score=score, fuzzy_mask=fmask, nonfuzzy_mask=nmask,
+                fuzzy_image=fmask * x, nonfuzzy_image=nmask * x)
+
+
+# ---------------------------------------------------------------- inputs
+def random_image(gen, B, C, H, W, dtype):
+    x = torch.rand(B, C, H, W, generator=gen)
+    # a smooth darker blob so entropies differ between patches
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+    x = x * (0.3 + 0.7 * (yy**2 + xx**2).clamp(max=1))
+    if dtype == torch.uint8:
+        return (x * 255).round().to(torch.uint8)
+    return x.to(dtype)
+
+
+def random_label(gen, B, H, W, classes):
+    # blocky regions (so edges are a minority) plus some salt
+    lab = torch.randint(0, classes, (B, -(-H // 5), -(-W // 5)), generator=gen)
+    lab = lab.repeat_interleave(5, 1)[:, :H].repeat_interleave(5, 2)[:, :, :W]
+    salt = torch.rand(B, H, W, generator=gen) < 0.02
+    return torch.where(salt, torch.randint(0, classes, (B, H, W), generator=gen), lab)
+
+
+def assert_close_to_oracle(out, ref, image_dtype, atol=2e-4):
+    for name in FIELDS:
+        got = getattr(out, name).double().cpu().numpy()
+        want = ref[name]
+        if name.endswith("image") and image_dtype in (torch.float16, torch.bfloat16):
+            # outputs are stored in the image dtype: one rounding of the exact product
+            want = torch.from_numpy(want).to(image_dtype).double().numpy()
+            np.testing.assert_allclose(got, want, atol=1e-6, rtol=0, err_msg=name)
+        else:
+            np.testing.assert_allclose(got, want, atol=atol, rtol=0, err_msg=name)
+
+
+# ---------------------------------------------------------------- forward vs oracle
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8])
+@pytest.mark.parametrize(
+    "shape,patch,classes",
+    [((2, 3, 32, 48), 16, 2), ((2, 1, 37, 29), (8, 6), 9), ((1, 3, 23, 41), 7, 3), ((3, 2, 16, 16), 16, 2)],
+)
+def test_matches_float64_oracle(gen, dtype, shape, patch, classes):
+    B, C, H, W = shape
+    image = random_image(gen, B, C, H, W, dtype)
+    label = random_label(gen, B, H, W, classes)
+    ph, pw = (patch, patch) if isinstance(patch, int) else patch
+    out = dale_ext.fuzzy_split(image, label, patch_size=patch, tau=0.6, bins=64)
+    ref = oracle_fuzzy_split(image, label, ph, pw, 0.6, 64)
+    assert_close_to_oracle(out, ref, dtype)
+    if out.score[0].numel() > 2:  # the multi-patch cases must exercise both branches of Eq. 6
+        assert (out.score > 0.6).any() and (out.score < 0.6).any()
+    else:  # a single patch normalises to 0
+        assert torch.equal(out.score, torch.zeros_like(out.score))
+
+
+@pytest.mark.parametrize("bins", [2, 255, 256, 1000, 65536])
+def test_bins_and_uint8_exact(gen, bins):
+    image = random_image(gen, 2, 3, 24, 24, torch.uint8)
+    image[0, :, 0, :] = 255  # the top edge bin
+    label = random_label(gen, 2, 24, 24, 2)
+    out = dale_ext.fuzzy_split(image, label, patch_size=8, bins=bins)
+    assert_close_to_oracle(out, oracle_fuzzy_split(image, label, 8, 8, 0.9, bins), torch.uint8)
+
+
+def test_label_as_b1hw_and_bool(gen):
+    image = random_image(gen, 2, 3, 20, 20, torch.float32)
+    label = random_label(gen, 2, 20, 20, 2)
+    a = dale_ext.fuzzy_split(image, label, patch_size=5)
+    b = dale_ext.fuzzy_split(image, label.bool().unsqueeze(1), patch_size=5)
+    c = dale_ext.fuzzy_split(image, label.to(torch.uint8), patch_size=5)
+    for name in FIELDS:
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=0, atol=0)
+        torch.testing.assert_close(getattr(a, name), getattr(c, name), rtol=0, atol=0)
+
+
+def test_out_of_range_grey_levels_fall_into_end_bins(gen):
+    image = random_image(gen, 1, 1, 16, 16, torch.float32)
+    label = random_label(gen, 1, 16, 16, 2)
+    low, high = image.clone(), image.clone()
+    low[..., :8, :] = -3.0    # all below 0 -> bin 0 == the bin of 0.0
+    high[..., :8, :] = 7.0    # all above 1 -> last bin == the bin of 1.0
+    ref_low, ref_high = image.clone(), image.clone()
+    ref_low[..., :8, :] = 0.0
+    ref_high[..., :8, :] = 1.0
+    for a, b in ((low, ref_low), (high, ref_high)):
+        ea = dale_ext.fuzzy_split(a, label, patch_size=8).entropy
+        eb = dale_ext.fuzzy_split(b, label, patch_size=8).entropy
+        torch.testing.assert_close(ea, eb, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- vs reference and skimage
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.bfloat16])
+def test_matches_reference(gen, dtype):
+    image = random_image(gen, 4, 3, 64, 50, dtype)
+    label = random_label(gen, 4, 64, 50, 4)
+    out = dale_ext.fuzzy_split(image, label, patch_size=(16, 12), tau=0.8)
+    ref = reference_fuzzy_split(image, label, patch_size=(16, 12), tau=0.8)
+    for name in FIELDS:
+        torch.testing.assert_close(getattr(out, name), getattr(ref, name), rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("classes", [2, 9])
+def test_edges_match_skimage(gen, classes):
+    from skimage.segmentation import find_boundaries
+
+    label = random_label(gen, 3, 45, 38, classes)
+    image = random_image(gen, 3, 1, 45, 38, torch.float32)
+    out = dale_ext.fuzzy_split(image, label, patch_size=(9, 19))
+    for b in range(3):
+        edge = find_boundaries(label[b].numpy(), connectivity=1, mode="thick").astype(np.float64)
+        want = edge.reshape(5, 9, 2, 19).mean(axis=(1, 3))
+        np.testing.assert_allclose(out.edge_ratio[b].numpy(), want, atol=1e-7)
+
+
+def test_constant_image_and_label_give_zero_scores(gen):
+    image = torch.full((2, 3, 32, 32), 0.37)
+    label = torch.ones(2, 32, 32, dtype=torch.long)
+    out = dale_ext.fuzzy_split(image, label)
+    assert torch.equal(out.entropy, torch.zeros_like(out.entropy))
+    assert torch.equal(out.edge_ratio, torch.zeros_like(out.edge_ratio))
+    assert torch.equal(out.score, torch.zeros_like(out.score))
+    # score 0 < tau: fuzzy mask 0, non-fuzzy mask 1
+    assert torch.equal(out.fuzzy_mask, torch.zeros_like(out.fuzzy_mask))
+    assert torch.equal(out.nonfuzzy_image, image)
+
+
+def test_score_equal_to_tau_uses_soft_values():
+    # edge ratios 0, 9/16 and 10/16 -> normalised 0, 0.9, 1: the middle patch sits exactly on tau
+    label = torch.zeros(1, 4, 12, dtype=torch.long)
+    label[0, 0, 4:8] = torch.tensor([1, 0, 1, 0])     # patch 1: some edges
+    label[0, :, 8:12] = torch.tensor([[1, 0, 1, 0]] * 4)  # patch 2: all edges
+    image = torch.full((1, 1, 4, 12), 0.5)
+    out = dale_ext.fuzzy_split(image, label, patch_size=4, tau=0.9)
+    e = out.edge_ratio[0, 0].double()
+    m = (e - e.min()) / (e.max() - e.min())
+    assert torch.equal(out.score[0, 0], m.float())
+    fm = torch.where(m > 0.9, 1.0, m).float()
+    nm = torch.where(m < 0.9, 1.0, 1.0 - m).float()
+    assert torch.equal(out.fuzzy_mask[0, 0, 0, ::4], fm)
+    assert torch.equal(out.nonfuzzy_mask[0, 0, 0, ::4], nm)
+
+
+def test_masks_bounded_and_complementary_outside_tau(gen):
+    image = random_image(gen, 3, 3, 64, 64, torch.float32)
+    label = random_label(gen, 3, 64, 64, 2)
+    out = dale_ext.fuzzy_split(image, label)
+    for m in (out.fuzzy_mask, out.nonfuzzy_mask, out.score):
+        assert m.min() >= 0 and m.max() <= 1
+    # every pixel is fully in at least one of the two sets
+    assert torch.all((out.fuzzy_mask == 1) | (out.nonfuzzy_mask == 1))
+
+
+def test_no_grad_and_requires_grad_inputs(gen):
+    image = random_image(gen, 1, 3, 16, 16, torch.float32).requires_grad_()
+    label = random_label(gen, 1, 16, 16, 2)
+    out = dale_ext.fuzzy_split(image, label, patch_size=8)
+    assert not any(t.requires_grad for t in out)
+    with torch.no_grad():
+        out2 = dale_ext.fuzzy_split(image, label, patch_size=8)
+    torch.testing.assert_close(out.fuzzy_image, out2.fuzzy_image)
+
+
+# ---------------------------------------------------------------- devices
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape,patch", [((3, 3, 67, 45), 16), ((24, 3, 224, 224), 16), ((2, 1, 30, 30), (7, 5))])
+@pytest.mark.parametrize("bins", [256, 20000])
+def test_cuda_matches_cpu(gen, dtype, shape, patch, bins):
+    B, C, H, W = shape
+    image = random_image(gen, B, C, H, W, dtype)
+    label = random_label(gen, B, H, W, 3)
+    cpu = dale_ext.fuzzy_split(image, label, patch_size=patch, bins=bins)
+    cuda = dale_ext.fuzzy_split(image.cuda(), label.cuda(), patch_size=patch, bins=bins)
+    for name in FIELDS:
+        torch.testing.assert_close(getattr(cuda, name).cpu(), getattr(cpu, name), rtol=0, atol=2e-6, msg=name)
+
+
+@pytest.mark.needs_cuda
+def test_cuda_nan_raises():
+    image = torch.rand(1, 3, 16, 16, device="cuda")
+    image[0, 1, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        dale_ext.fuzzy_split(image, torch.zeros(1, 16, 16, dtype=torch.long, device="cuda"))
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_empty_batch(device):
+    out = dale_ext.fuzzy_split(torch.rand(0, 3, 16, 16, device=device),
+                               torch.zeros(0, 16, 16, dtype=torch.long, device=device), patch_size=4)
+    assert out.score.shape == (0, 4, 4) and out.fuzzy_image.shape == (0, 3, 16, 16)
+
+
+# ---------------------------------------------------------------- torch.library / compile
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_opcheck(gen, device):
+    image = random_image(gen, 2, 3, 20, 24, torch.float32).to(device)
+    label = random_label(gen, 2, 20, 24, 3).to(device)
+    torch.library.opcheck(torch.ops.dale_ext.fuzzy_split.default, (image, label, [8, 8], 0.9, 256))
+    u8 = random_image(gen, 2, 3, 20, 24, torch.uint8).to(device)
+    torch.library.opcheck(torch.ops.dale_ext.fuzzy_split.default, (u8, label, [5, 7], 0.5, 32))
+
+
+def test_torch_compile_fullgraph(gen):
+    image = random_image(gen, 2, 3, 32, 32, torch.float32)
+    label = random_label(gen, 2, 32, 32, 2)
+
+    def f(x, y):
+        out = dale_ext.fuzzy_split(x, y, patch_size=8)
+        return out.fuzzy_image * 2 + out.nonfuzzy_mask
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(image, label), f(image, label))
+
+
+# ---------------------------------------------------------------- bad input
+def _ok(gen):
+    return random_image(gen, 2, 3, 16, 16, torch.float32), random_label(gen, 2, 16, 16, 2)
+
+
+@pytest.mark.parametrize(
+    "make,exc,match",
+    [
+        (lambda i, l: (i[0], l, {}), ValueError, "`image` must be 4-D"),
+        (lambda i, l: (i.int(), l, {}), TypeError, "`image` must be float32"),
+        (lambda i, l: (i, l[:, :8], {}), ValueError, "`label` shape"),
+        (lambda i, l: (i, l[0], {}), ValueError, "`label` must be"),
+        (lambda i, l: (i, l[:1], {}), ValueError, "`label` shape"),
+        (lambda i, l: (i, l.float(), {}), TypeError, "`label` must be an integer"),
+        (lambda i, l: (i, l, {"patch_size": 17}), ValueError, "`patch_size`"),
+        (lambda i, l: (i, l, {"patch_size": 0}), ValueError, "`patch_size`"),
+        (lambda i, l: (i, l, {"patch_size": 2.5}), TypeError, "`patch_size`"),
+        (lambda i, l: (i, l, {"bins": 1}), ValueError, "`bins`"),
+        (lambda i, l: (i, l, {"bins": 65537}), ValueError, "`bins`"),
+        (lambda i, l: (i, l, {"tau": 1.5}), ValueError, "`tau`"),
+        (lambda i, l: (i, l, {"tau": float("nan")}), ValueError, "`tau`"),
+        (lambda i, l: (i, l, {"tau": "0.9"}), TypeError, "`tau`"),
+        (lambda i, l: (i.numpy(), l, {}), TypeError, "`image` must be a torch.Tensor"),
+    ],
+)
+@pytest.mark.parametrize("impl", [dale_ext.fuzzy_split, reference_fuzzy_split])
+def test_bad_input_raises_clear_error(gen, make, exc, match, impl):
+    image, label = _ok(gen)
+    a, b, kw = make(image, label)
+    with pytest.raises(exc, match=match):
+        impl(a, b, **kw)
+
+
+@pytest.mark.parametrize("impl", [dale_ext.fuzzy_split, reference_fuzzy_split])
+def test_nan_pixel_raises(gen, impl):
+    image, label = _ok(gen)
+    image[1, 2, 5, 7] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        impl(image, label)
+
+
+def test_meta_tensors_use_the_fake_kernel():
+    out = dale_ext.fuzzy_split(torch.empty(2, 3, 30, 20, device="meta"),
+                               torch.empty(2, 30, 20, dtype=torch.long, device="meta"), patch_size=8)
+    assert out.score.shape == (2, 4, 3) and out.fuzzy_image.device.type == "meta"
