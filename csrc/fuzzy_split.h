@@ -27,8 +27,9 @@ struct Geometry {
 // Branch-free so the CPU row loop vectorises.
 C10_HOST_DEVICE inline int bin_of_sum(float s, float C, float bins) {
   float t = (s / C) * bins;
-  t = t >= 1.f ? t : 0.f;  // below the first bin edge, and NaN
-  t = t < bins ? t : bins - 1.f;
+  t = t > 0.f ? t : 0.f;  // negative and NaN -> 0 (the max/min forms vectorise)
+  const float last = bins - 1.f;
+  t = t < last ? t : last;
   return static_cast<int>(t);  // t >= 0: truncation is floor
 }
 

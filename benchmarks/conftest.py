@@ -1,0 +1,43 @@
+"""Benchmark helpers: devices, synchronisation and fresh random inputs.
+
+Every benchmark times one op implementation (``kernel`` = dale_ext's compiled op, ``reference`` =
+the package's vectorised plain-PyTorch version) in a pytest-benchmark group named after the op
+and shape, so ``summarise.py`` can report kernel/reference ratios measured in one process.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import dale_ext
+
+
+def devices():
+    out = ["cpu"]
+    if torch.cuda.is_available() and dale_ext.cuda_built():
+        out.append("cuda")
+    return out
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def run(benchmark, fn, device: str, rounds: int = 30, warmup_rounds: int = 3):
+    """Time ``fn`` (synchronised on CUDA) with pedantic rounds, after warm-up."""
+    benchmark.extra_info.update(torch=torch.__version__, build=dale_ext.build_info())
+    if device == "cuda":
+        benchmark.extra_info["gpu"] = torch.cuda.get_device_name()
+
+    def call():
+        out = fn()
+        synchronize(device)
+        return out
+
+    return benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=warmup_rounds)
+
+
+@pytest.fixture
+def gen():
+    return torch.Generator().manual_seed(2025)
