@@ -9,7 +9,14 @@ from __future__ import annotations
 import importlib
 
 from dale_ext._extension import build_info, cuda_built
-from dale_ext.ops import FuzzySplit, fuzzy_split
+from dale_ext.ops import (
+    ClassGaussians,
+    FuzzySplit,
+    class_gaussians,
+    fuzzy_split,
+    gaussian_w2,
+    wasserstein_loss,
+)
 
 __version__ = "0.1.0"
 
@@ -23,4 +30,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'dale_ext' has no attribute {name!r}")
 
 
-__all__ = ["FuzzySplit", "fuzzy_split", "build_info", "cuda_built", "__version__"]
+__all__ = [
+    "ClassGaussians", "FuzzySplit", "class_gaussians", "fuzzy_split", "gaussian_w2", "wasserstein_loss",
+    "build_info", "cuda_built", "__version__",
+]

@@ -1,0 +1,440 @@
+// class_gaussians on the CPU.
+//
+// Features are read in place (NCHW, or (N, D)) strip by strip: a strip is a band of whole
+// image rows (or part of a row when rows are long), read channel by channel in contiguous
+// segments (streaming) into a buffer that stays in L2, in the compute type (float; double for
+// float64 features). Within a strip, each class's pixels form runs (lesions are blobs); the
+// runs are copied, centred and weighted into a compact D x m matrix, so each pixel counts for
+// its own class only (no one-hot) and the dense micro-kernels see long rows.
+//   pass 1: per class, sum of weights and weighted features;
+//   pass 2: per class, centred second moments with a symmetric micro-kernel (upper triangle);
+//   backward (one pass): dL/dx = w (2/n Gs x + (g_mu - 2 Gs mu)/n), Y = Gs X by a micro-kernel.
+// Strips accumulate in the compute type and are added into per-thread float64 sums, reduced in
+// thread order: deterministic for a given thread count.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "cpu/microkernels.h"
+#include "wasserstein.h"
+
+namespace dale_ext {
+namespace stats {
+namespace {
+
+constexpr int64_t kStripBytes = 160 * 1024;  // strip buffer of features (per thread)
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+template <typename scalar_t>
+using compute_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+
+// Strips of `rows` image rows x `cols` columns (cols = W, or a part of a long row).
+struct Striping {
+  int64_t rows, cols, per_row, per_image;
+  Striping(const Geometry& g, size_t elem) {
+    const int64_t pixels = std::max<int64_t>(cpu::kColBlock, kStripBytes / (g.D * static_cast<int64_t>(elem)));
+    if (g.W <= pixels) {
+      cols = g.W;
+      rows = std::max<int64_t>(1, std::min<int64_t>(g.H, pixels / g.W));
+    } else {
+      rows = 1;
+      cols = pixels;
+    }
+    per_row = (g.W + cols - 1) / cols;
+    per_image = ((g.H + rows - 1) / rows) * per_row;
+  }
+  int64_t length() const { return rows * cols; }
+};
+
+// Dot product with 8 independent partial sums, so the compiler can vectorise it without
+// reassociating one sum.
+template <typename T>
+T dot(const T* a, const T* b, int64_t n) {
+  T part[8] = {};
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8)
+    for (int j = 0; j < 8; ++j) part[j] += a[k + j] * b[k + j];
+  for (; k < n; ++k) part[0] += a[k] * b[k];
+  T s = 0;
+  for (int j = 0; j < 8; ++j) s += part[j];
+  return s;
+}
+
+struct Run {
+  int64_t start, length;  // in strip coordinates (row-major over rows x cols)
+};
+
+// Per-thread buffers. X: the strip (D x L); Z/Y: compact class matrices (Dp x Lp); C: D x D.
+template <typename T>
+struct Strip {
+  int64_t D, Dp, L, Lp;
+  int64_t b = 0, y0 = 0, x0 = 0, nrows = 0, ncols = 0;
+  std::vector<T> X, Z, Y, C, grad, w, sw, wc, gw;
+  std::vector<int64_t> label;
+  std::vector<std::vector<Run>> runs;  // per class
+  std::vector<int64_t> count;          // pixels per class in the strip
+  Strip(int64_t D_, int64_t C_, int64_t L_)
+      : D(D_), Dp(round_up(D_, cpu::kRowBlock)), L(L_), Lp(round_up(L_, cpu::kColBlock)), X(D_ * L_),
+        Z(Dp * Lp, T(0)), Y(Dp * Lp, T(0)), C(Dp * Dp, T(0)), grad(D_ * L_), w(L_), sw(L_), wc(L_), gw(L_),
+        label(L_), runs(C_), count(C_) {}
+};
+
+template <typename scalar_t>
+struct CpuStats {
+  using T = compute_t<scalar_t>;
+  Geometry g;
+  Striping sp;
+  const scalar_t* x;
+  const int64_t* labels;
+  const T* weights;  // nullptr: all ones
+  const cpu::MicroKernelsFor<T>& mk = cpu::microkernels().get<T>();
+  std::atomic<bool> bad_weight{false};
+
+  CpuStats(const Geometry& g_, const scalar_t* x_, const int64_t* l_, const T* w_)
+      : g(g_), sp(g_, sizeof(T)), x(x_), labels(l_), weights(w_) {}
+
+  int64_t strips() const { return g.B * sp.per_image; }
+
+  // Reads strip `item`: features, labels, weights, and the runs of every class.
+  void load(int64_t item, Strip<T>& s) {
+    const int64_t r = item % sp.per_image;
+    s.b = item / sp.per_image;
+    s.y0 = (r / sp.per_row) * sp.rows;
+    s.x0 = (r % sp.per_row) * sp.cols;
+    s.nrows = std::min(sp.rows, g.H - s.y0);
+    s.ncols = std::min(sp.cols, g.W - s.x0);
+    const int64_t L = sp.length();
+    for (int64_t d = 0; d < g.D; ++d) {
+      const scalar_t* src = x + s.b * g.sB + d * g.sD;
+      T* dst = s.X.data() + d * L;
+      for (int64_t ry = 0; ry < s.nrows; ++ry) {
+        const scalar_t* in = src + ((s.y0 + ry) * g.W + s.x0) * g.sP;
+        T* out = dst + ry * sp.cols;
+        if (g.sP == 1) {
+          for (int64_t k = 0; k < s.ncols; ++k) out[k] = static_cast<T>(in[k]);
+        } else {
+          for (int64_t k = 0; k < s.ncols; ++k) out[k] = static_cast<T>(in[k * g.sP]);
+        }
+      }
+    }
+    for (auto& rl : s.runs) rl.clear();
+    std::fill(s.count.begin(), s.count.end(), 0);
+    bool bad = false;
+    int64_t prev = -1;
+    for (int64_t ry = 0; ry < sp.rows; ++ry) {
+      const bool row_in = ry < s.nrows;
+      const int64_t p0 = s.b * g.P + (s.y0 + ry) * g.W + s.x0;
+      for (int64_t rx = 0; rx < sp.cols; ++rx) {
+        const int64_t k = ry * sp.cols + rx;
+        int64_t l = -1;
+        T wk = T(0);
+        if (row_in && rx < s.ncols) {
+          l = labels[p0 + rx];
+          if (counts_for(l, g)) {
+            wk = weights ? weights[p0 + rx] : T(1);
+            bad |= !(wk >= T(0));  // negative or NaN
+          } else {
+            l = -1;
+          }
+        }
+        s.label[k] = l;
+        s.w[k] = wk;
+        s.sw[k] = wk > T(0) ? std::sqrt(wk) : T(0);
+        if (l >= 0) {
+          ++s.count[l];
+          if (l == prev) {
+            ++s.runs[l].back().length;
+          } else {
+            s.runs[l].push_back({k, 1});
+          }
+        }
+        prev = l;
+      }
+    }
+    if (bad) bad_weight.store(true, std::memory_order_relaxed);
+  }
+
+  // Z (Dp x m padded) = class c's pixels, centred by mu and scaled by `scale_by` (per pixel);
+  // returns the padded column count. Rows D..Dp-1 stay zero.
+  int64_t compact(Strip<T>& s, int64_t c, const T* mu, const std::vector<T>* scale_by, std::vector<T>& Z) {
+    const int64_t m = s.count[c], cols = round_up(m, cpu::kColBlock), L = sp.length();
+    for (int64_t d = 0; d < g.D; ++d) {
+      const T* row = s.X.data() + d * L;
+      T* z = Z.data() + d * s.Lp;
+      const T md = mu ? mu[d] : T(0);
+      int64_t j = 0;
+      for (const Run& run : s.runs[c]) {
+        const T* in = row + run.start;
+        T* out = z + j;
+        if (scale_by) {
+          const T* f = scale_by->data() + run.start;
+          for (int64_t k = 0; k < run.length; ++k) out[k] = (in[k] - md) * f[k];
+        } else {
+          for (int64_t k = 0; k < run.length; ++k) out[k] = in[k] - md;
+        }
+        j += run.length;
+      }
+      std::fill(z + m, z + cols, T(0));
+    }
+    return cols;
+  }
+
+  // Pass 1: per-slot counts (C) and weighted sums (C x D), float64.
+  void pass_sums(int64_t slots, std::vector<double>& counts, std::vector<double>& sums) {
+    run_strips(slots, [&](int64_t slot, Strip<T>& s) {
+      const int64_t L = sp.length();
+      for (int64_t c = 0; c < g.C; ++c) {
+        if (s.count[c] == 0) continue;
+        std::fill(s.wc.begin(), s.wc.end(), T(0));  // the class's weights over the strip
+        double n = 0;
+        for (const Run& run : s.runs[c])
+          for (int64_t k = run.start; k < run.start + run.length; ++k) {
+            s.wc[k] = s.w[k];
+            n += s.w[k];
+          }
+        counts[slot * g.C + c] += n;
+        double* sum = sums.data() + (slot * g.C + c) * g.D;
+        for (int64_t d = 0; d < g.D; ++d) sum[d] += dot(s.X.data() + d * L, s.wc.data(), L);
+      }
+    });
+  }
+
+  // Pass 2: per-slot centred second moments (C x D x D, upper triangle), float64.
+  void pass_moments(int64_t slots, const std::vector<T>& means, std::vector<double>& m2) {
+    run_strips(slots, [&](int64_t slot, Strip<T>& s) {
+      for (int64_t c = 0; c < g.C; ++c) {
+        if (s.count[c] == 0) continue;
+        const int64_t cols = compact(s, c, means.data() + c * g.D, &s.sw, s.Z);
+        mk.syrk_upper(s.Z.data(), s.Dp, cols, s.Lp, s.C.data());
+        double* a = m2.data() + (slot * g.C + c) * g.D * g.D;
+        for (int64_t i = 0; i < g.D; ++i)
+          for (int64_t j = i; j < g.D; ++j) a[i * g.D + j] += s.C[i * s.Dp + j];
+      }
+    });
+  }
+
+  // Runs fn(slot, strip) over all strips; each slot is one contiguous chunk of strips, run by
+  // one thread, so per-slot sums do not depend on scheduling.
+  template <typename Fn>
+  void run_strips(int64_t slots, Fn&& fn) {
+    const int64_t n = strips();
+    const int64_t chunk = (n + slots - 1) / slots;
+    at::parallel_for(0, slots, 1, [&](int64_t s0, int64_t s1) {
+      Strip<T> s(g.D, g.C, sp.length());
+      for (int64_t slot = s0; slot < s1; ++slot)
+        for (int64_t item = slot * chunk; item < std::min(n, (slot + 1) * chunk); ++item) {
+          load(item, s);
+          fn(slot, s);
+        }
+    });
+  }
+};
+
+int64_t thread_slots(int64_t items) { return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), items)); }
+
+at::Tensor weights_as(const std::optional<at::Tensor>& weights, at::ScalarType t) {
+  return weights.has_value() ? weights->to(t).contiguous() : at::Tensor();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cpu(const at::Tensor& features_,
+                                                                   const at::Tensor& labels_,
+                                                                   int64_t num_classes,
+                                                                   const std::optional<at::Tensor>& weights,
+                                                                   int64_t ignore_index) {
+  const char* op = "class_gaussians";
+  const at::Tensor features = features_.dim() == 4 ? features_.contiguous() : features_;
+  const Geometry g = check_inputs(features, labels_, weights, num_classes, ignore_index, op);
+  const at::Tensor labels = labels_.to(at::kLong).contiguous();
+  const auto f64 = features.options().dtype(at::kDouble);
+  at::Tensor counts = at::zeros({g.C}, f64), means, m2 = at::zeros({g.C, g.D, g.D}, f64);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "class_gaussians_cpu", [&] {
+    using T = compute_t<scalar_t>;
+    const at::Tensor w = weights_as(weights, c10::CppTypeToScalarType<T>::value);
+    CpuStats<scalar_t> k(g, features.data_ptr<scalar_t>(), labels.data_ptr<int64_t>(),
+                         w.defined() ? w.data_ptr<T>() : nullptr);
+    const int64_t slots = thread_slots(k.strips());
+    std::vector<double> cnt(slots * g.C, 0.0), sum(slots * g.C * g.D, 0.0);
+    k.pass_sums(slots, cnt, sum);
+    TORCH_CHECK_VALUE(!k.bad_weight.load(), op, ": `weights` must be >= 0 and not NaN");
+    at::Tensor sums = at::zeros({g.C, g.D}, f64);
+    double* pc = counts.data_ptr<double>();
+    double* ps = sums.data_ptr<double>();
+    for (int64_t s = 0; s < slots; ++s) {  // fixed order: deterministic
+      for (int64_t c = 0; c < g.C; ++c) pc[c] += cnt[s * g.C + c];
+      for (int64_t i = 0; i < g.C * g.D; ++i) ps[i] += sum[s * g.C * g.D + i];
+    }
+    const at::Tensor safe = at::where(counts > 0, counts, at::ones_like(counts));
+    means = at::where((counts > 0).unsqueeze(1), sums / safe.unsqueeze(1), at::zeros_like(sums));
+    std::vector<T> mt(g.C * g.D);
+    const double* pm = means.data_ptr<double>();
+    for (int64_t i = 0; i < g.C * g.D; ++i) mt[i] = static_cast<T>(pm[i]);
+    std::vector<double> acc(slots * g.C * g.D * g.D, 0.0);
+    k.pass_moments(slots, mt, acc);
+    double* out = m2.data_ptr<double>();
+    for (int64_t s = 0; s < slots; ++s)
+      for (int64_t i = 0; i < g.C * g.D * g.D; ++i) out[i] += acc[s * g.C * g.D * g.D + i];
+  });
+  auto result = finish_statistics(counts, means, m2, /*have_means=*/true);
+  TORCH_CHECK_VALUE(at::isfinite(std::get<1>(result)).all().item<bool>() &&
+                        at::isfinite(std::get<2>(result)).all().item<bool>(),
+                    op, ": `features` (or `weights`) contain NaN or infinity");
+  return result;
+}
+
+template <typename scalar_t>
+struct CpuStatsBackward : CpuStats<scalar_t> {
+  using T = compute_t<scalar_t>;
+  using Base = CpuStats<scalar_t>;
+  using Base::g;
+  using Base::sp;
+  int64_t Dp;
+  std::vector<T> G, bias, gmu, mu, gmean, scale;
+  std::vector<double> gcount, trace, count;
+  scalar_t* grad_x;
+  T* grad_w;
+
+  CpuStatsBackward(const Geometry& g_, const scalar_t* x_, const int64_t* l_, const T* w_, scalar_t* gx, T* gw)
+      : Base(g_, x_, l_, w_), Dp(round_up(g_.D, cpu::kRowBlock)), grad_x(gx), grad_w(gw) {}
+
+  void set_coefficients(const BackwardCoefficients& k, const at::Tensor& counts, const at::Tensor& means,
+                        const at::Tensor& grad_means, const at::Tensor& grad_counts) {
+    const int64_t C = g.C, D = g.D;
+    G.assign(C * Dp * Dp, T(0));  // padded rows/columns stay zero for the micro-kernel
+    const double* Gd = k.G.data_ptr<double>();
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t i = 0; i < D; ++i)
+        for (int64_t j = 0; j < D; ++j) G[(c * Dp + i) * Dp + j] = static_cast<T>(Gd[(c * D + i) * D + j]);
+    auto copy = [](const at::Tensor& t, std::vector<T>& v) {
+      const double* p = t.data_ptr<double>();
+      v.assign(p, p + t.numel());
+    };
+    copy(k.bias, bias);
+    copy(k.gmu, gmu);
+    copy(means, mu);
+    copy(grad_means, gmean);
+    copy(k.scale, scale);
+    gcount.assign(grad_counts.data_ptr<double>(), grad_counts.data_ptr<double>() + C);
+    trace.assign(k.trace.data_ptr<double>(), k.trace.data_ptr<double>() + C);
+    count.assign(counts.data_ptr<double>(), counts.data_ptr<double>() + C);
+  }
+
+  void run() {
+    this->run_strips(thread_slots(this->strips()), [&](int64_t, Strip<T>& s) {
+      const int64_t L = sp.length();
+      for (int64_t c = 0; c < g.C; ++c)
+        if (s.count[c] > 0) backward_class(s, c);
+      // write the strip: channel by channel, row segment by row segment
+      for (int64_t ry = 0; ry < s.nrows && grad_w; ++ry)
+        for (int64_t rx = 0; rx < s.ncols; ++rx) {
+          const int64_t k = ry * sp.cols + rx;
+          grad_w[s.b * g.P + (s.y0 + ry) * g.W + s.x0 + rx] = s.label[k] >= 0 ? s.gw[k] : T(0);
+        }
+      if (!grad_x) return;
+      for (int64_t d = 0; d < g.D; ++d) {
+        scalar_t* dst = grad_x + s.b * g.sB + d * g.sD;
+        const T* src = s.grad.data() + d * L;
+        for (int64_t ry = 0; ry < s.nrows; ++ry) {
+          scalar_t* o = dst + ((s.y0 + ry) * g.W + s.x0) * g.sP;
+          const T* in = src + ry * sp.cols;
+          for (int64_t k = 0; k < s.ncols; ++k) {
+            const int64_t q = ry * sp.cols + k;
+            o[k * g.sP] = static_cast<scalar_t>(s.label[q] >= 0 ? in[k] : T(0));
+          }
+        }
+      }
+    });
+  }
+
+  // Class c's pixels: Y = Gs Xc over the compacted pixels, then dL/dx = w (scale Y + bias) and,
+  // for the weights, dL/dw = g_count + (g_mu . u + u^T Gs u - <Gs, cov>) / n with u = x - mu.
+  void backward_class(Strip<T>& s, int64_t c) {
+    const int64_t L = sp.length(), m = s.count[c];
+    const int64_t cols = this->compact(s, c, nullptr, nullptr, s.Z);  // raw x
+    this->mk.gemm(G.data() + c * Dp * Dp, s.Z.data(), s.Dp, cols, s.Lp, s.Y.data(), s.Lp);
+    const T sc = scale[c];
+    if (grad_x) {
+      for (int64_t d = 0; d < g.D; ++d) {
+        const T* y = s.Y.data() + d * s.Lp;
+        T* out = s.grad.data() + d * L;
+        const T bd = bias[c * g.D + d];
+        int64_t j = 0;
+        for (const Run& run : s.runs[c]) {
+          const T* wk = s.w.data() + run.start;
+          T* o = out + run.start;
+          for (int64_t k = 0; k < run.length; ++k) o[k] = wk[k] * (sc * y[j + k] + bd);
+          j += run.length;
+        }
+      }
+    }
+    if (grad_w) {
+      const T* muc = mu.data() + c * g.D;
+      const T* gmc = gmu.data() + c * g.D;
+      const T* gm = gmean.data() + c * g.D;
+      const double n = count[c];
+      std::vector<double> quad(m, 0.0), lin(m, 0.0);
+      for (int64_t d = 0; d < g.D; ++d) {
+        const T* xr = s.Z.data() + d * s.Lp;
+        const T* yr = s.Y.data() + d * s.Lp;
+        for (int64_t j = 0; j < m; ++j) {
+          const double u = static_cast<double>(xr[j]) - muc[d];
+          quad[j] += u * (static_cast<double>(yr[j]) - gmc[d]);
+          lin[j] += u * gm[d];
+        }
+      }
+      int64_t j = 0;
+      for (const Run& run : s.runs[c])
+        for (int64_t k = run.start; k < run.start + run.length; ++k, ++j)
+          s.gw[k] = static_cast<T>(gcount[c] + (n > 0 ? (lin[j] + quad[j] - trace[c]) / n : 0.0));
+    }
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> class_gaussians_backward_cpu(
+    const at::Tensor& grad_counts, const at::Tensor& grad_means, const at::Tensor& grad_covs,
+    const at::Tensor& features_, const at::Tensor& labels_, const std::optional<at::Tensor>& weights,
+    const at::Tensor& counts, const at::Tensor& means, const at::Tensor& covs, int64_t num_classes,
+    int64_t ignore_index, bool features_grad, bool weights_grad) {
+  const char* op = "class_gaussians (backward)";
+  const at::Tensor features = features_.contiguous();
+  const Geometry g = check_inputs(features, labels_, weights, num_classes, ignore_index, op);
+  const at::Tensor labels = labels_.to(at::kLong).contiguous();
+  auto f64 = [](const at::Tensor& t) { return t.to(at::kDouble).contiguous(); };
+  const at::Tensor gc = f64(grad_counts), gm = f64(grad_means), gC = f64(grad_covs);
+  const at::Tensor n = f64(counts), mu = f64(means), cov = f64(covs);
+  const BackwardCoefficients k = backward_coefficients(n, mu, cov, gm, gC);
+  at::Tensor grad_x = features_grad ? at::empty_like(features) : at::Tensor();
+  at::Tensor grad_w;
+  weights_grad = weights_grad && weights.has_value();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "class_gaussians_backward_cpu", [&] {
+    using T = compute_t<scalar_t>;
+    const at::Tensor w = weights_as(weights, c10::CppTypeToScalarType<T>::value);
+    at::Tensor gw = weights_grad ? at::zeros(labels.sizes(), features.options().dtype(c10::CppTypeToScalarType<T>::value))
+                                 : at::Tensor();
+    CpuStatsBackward<scalar_t> b(g, features.data_ptr<scalar_t>(), labels.data_ptr<int64_t>(),
+                                 w.defined() ? w.data_ptr<T>() : nullptr,
+                                 features_grad ? grad_x.data_ptr<scalar_t>() : nullptr,
+                                 weights_grad ? gw.data_ptr<T>() : nullptr);
+    b.set_coefficients(k, n, mu, gm, gc);
+    b.run();
+    if (weights_grad) grad_w = gw.to(weights->scalar_type()).view(weights->sizes());
+  });
+  const auto none = features.options();
+  return {features_grad ? grad_x : at::empty({0}, none), weights_grad ? grad_w : at::empty({0}, none)};
+}
+
+}  // namespace
+}  // namespace stats
+}  // namespace dale_ext
+
+TORCH_LIBRARY_IMPL(dale_ext, CPU, m) {
+  m.impl("class_gaussians", &dale_ext::stats::class_gaussians_cpu);
+  m.impl("_class_gaussians_backward", &dale_ext::stats::class_gaussians_backward_cpu);
+}

@@ -1,0 +1,210 @@
+// Wasserstein alignment ops: schemas, the checks and small float64 matrix steps shared by the CPU
+// and CUDA kernels, and _gaussian_w2, the batched matrix functions (any device: LAPACK on the
+// CPU, cuSOLVER on CUDA, all in float64).
+#include "wasserstein.h"
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <limits>
+
+namespace dale_ext {
+namespace stats {
+
+namespace {
+bool is_float_type(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+}  // namespace
+
+Geometry check_inputs(const at::Tensor& features, const at::Tensor& labels,
+                      const std::optional<at::Tensor>& weights, int64_t num_classes,
+                      int64_t ignore_index, const char* op) {
+  TORCH_CHECK_VALUE(features.dim() == 4 || features.dim() == 2, op,
+                    ": `features` must be (B, D, H, W) or (N, D); got shape ", features.sizes());
+  TORCH_CHECK_TYPE(is_float_type(features.scalar_type()), op,
+                   ": `features` must be float32, float64, float16 or bfloat16; got ", features.scalar_type());
+  TORCH_CHECK_TYPE(at::isIntegralType(labels.scalar_type(), /*includeBool=*/true), op,
+                   ": `labels` must be an integer class map; got ", labels.scalar_type());
+  TORCH_CHECK_VALUE(num_classes >= 1, op, ": `num_classes` must be >= 1; got ", num_classes);
+  TORCH_CHECK_VALUE(labels.device() == features.device(), op,
+                    ": `labels` must be on the device of `features` (", features.device(), "); got ",
+                    labels.device());
+  Geometry g;
+  g.C = num_classes;
+  g.ignore_index = ignore_index;
+  if (features.dim() == 4) {
+    const auto B = features.size(0), D = features.size(1), H = features.size(2), W = features.size(3);
+    TORCH_CHECK_VALUE(labels.dim() == 3 && labels.size(0) == B && labels.size(1) == H && labels.size(2) == W,
+                      op, ": `labels` must be (B, H, W) = (", B, ", ", H, ", ", W, ") for features of shape ",
+                      features.sizes(), "; got ", labels.sizes());
+    TORCH_CHECK_VALUE(features.stride(3) == 1 && features.stride(2) == W, op,
+                      ": internal error: `features` must be contiguous over (H, W)");
+    g.B = B;
+    g.D = D;
+    g.P = H * W;
+    g.H = H;
+    g.W = W;
+    g.sB = features.stride(0);
+    g.sD = features.stride(1);
+    g.sP = 1;
+  } else {
+    const auto N = features.size(0), D = features.size(1);
+    TORCH_CHECK_VALUE(labels.dim() == 1 && labels.size(0) == N, op, ": `labels` must be (N,) = (", N,
+                      ",) for features of shape ", features.sizes(), "; got ", labels.sizes());
+    g.B = 1;
+    g.D = D;
+    g.P = N;
+    g.H = 1;
+    g.W = N;
+    g.sB = 0;
+    g.sD = features.stride(1);
+    g.sP = features.stride(0);
+  }
+  TORCH_CHECK_VALUE(g.D >= 1, op, ": `features` needs at least one channel; got shape ", features.sizes());
+  if (weights.has_value()) {
+    const auto& w = *weights;
+    TORCH_CHECK_TYPE(is_float_type(w.scalar_type()), op, ": `weights` must be a floating tensor; got ",
+                     w.scalar_type());
+    TORCH_CHECK_VALUE(w.sizes() == labels.sizes(), op, ": `weights` must have the shape of `labels` ",
+                      labels.sizes(), "; got ", w.sizes());
+    TORCH_CHECK_VALUE(w.device() == features.device(), op, ": `weights` must be on the device of `features` (",
+                      features.device(), "); got ", w.device());
+  }
+  return g;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> finish_statistics(const at::Tensor& counts,
+                                                                   const at::Tensor& sums_or_means,
+                                                                   const at::Tensor& m2, bool have_means) {
+  const at::Tensor pos = counts > 0;
+  const at::Tensor safe = at::where(pos, counts, at::ones_like(counts));
+  at::Tensor means = have_means ? sums_or_means : sums_or_means / safe.unsqueeze(1);
+  means = at::where(pos.unsqueeze(1), means, at::zeros_like(means));
+  const at::Tensor upper = at::triu(m2);
+  at::Tensor covs = (upper + at::triu(m2, 1).transpose(1, 2)) / safe.view({-1, 1, 1});
+  covs = at::where(pos.view({-1, 1, 1}), covs, at::zeros_like(covs));
+  return {counts, means, covs};
+}
+
+BackwardCoefficients backward_coefficients(const at::Tensor& counts, const at::Tensor& means,
+                                           const at::Tensor& covs, const at::Tensor& grad_means,
+                                           const at::Tensor& grad_covs) {
+  BackwardCoefficients k;
+  const at::Tensor pos = counts > 0;
+  const at::Tensor safe = at::where(pos, counts, at::ones_like(counts));
+  k.G = 0.5 * (grad_covs + grad_covs.transpose(1, 2));
+  k.gmu = at::matmul(k.G, means.unsqueeze(2)).squeeze(2);
+  k.scale = at::where(pos, 2.0 / safe, at::zeros_like(safe));
+  k.bias = at::where(pos.unsqueeze(1), (grad_means - 2.0 * k.gmu) / safe.unsqueeze(1), at::zeros_like(grad_means));
+  k.trace = (k.G * covs).sum({1, 2});
+  return k;
+}
+
+}  // namespace stats
+
+namespace w2 {
+namespace {
+
+at::Tensor sym(const at::Tensor& a) { return 0.5 * (a + a.transpose(-1, -2)); }
+
+// V diag(f) V^T
+at::Tensor eig_fn(const at::Tensor& vecs, const at::Tensor& f) {
+  return at::matmul(vecs * f.unsqueeze(-2), vecs.transpose(-1, -2));
+}
+
+// 1/sqrt(v) on the numerical range, 0 on the null space (a pseudo-inverse square root).
+at::Tensor pinv_rsqrt(const at::Tensor& vals) {
+  const double eps = std::numeric_limits<double>::epsilon();
+  const at::Tensor tol = std::get<0>(vals.max(-1, true)).clamp_min(0) * (vals.size(-1) * eps);
+  const at::Tensor ok = vals > tol;
+  return at::where(ok, at::where(ok, vals, at::ones_like(vals)).rsqrt(), at::zeros_like(vals));
+}
+
+}  // namespace
+
+// W^2 = |m1 - m2|^2 + tr(S1 + S2 - 2 (S1^{1/2} S2 S1^{1/2})^{1/2}) in float64, with the gradient
+// matrices dW2/dS2 = I - S1^{1/2} M^{-1/2} S1^{1/2} and dW2/dS1 = I - S1^{-1/2} M^{1/2} S1^{-1/2}.
+// When S1 = L L^T is well conditioned, M is replaced by L^T S2 L (same eigenvalues) and every
+// A^{1/2} X A^{1/2} by L X L^T: one Cholesky instead of one eigh. Otherwise eigh on both, with
+// pseudo-inverses on null spaces.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2(const at::Tensor& mean1, const at::Tensor& cov1,
+                                                            const at::Tensor& mean2, const at::Tensor& cov2,
+                                                            bool cov1_grad, bool cov2_grad) {
+  const char* op = "gaussian_w2";
+  TORCH_CHECK_VALUE(cov1.dim() >= 2 && cov1.size(-1) == cov1.size(-2), op,
+                    ": `cov1` must be (..., D, D); got ", cov1.sizes());
+  TORCH_CHECK_VALUE(cov2.sizes() == cov1.sizes(), op, ": `cov2` must have the shape of `cov1` ", cov1.sizes(),
+                    "; got ", cov2.sizes());
+  const auto D = cov1.size(-1);
+  TORCH_CHECK_VALUE(mean1.dim() == cov1.dim() - 1 && mean1.size(-1) == D && mean2.sizes() == mean1.sizes(), op,
+                    ": `mean1`/`mean2` must be (..., D) matching the covariances ", cov1.sizes(), "; got ",
+                    mean1.sizes(), " and ", mean2.sizes());
+  const auto out_dtype = cov1.scalar_type();
+  const at::Tensor m1 = mean1.to(at::kDouble), m2 = mean2.to(at::kDouble);
+  const at::Tensor S1 = sym(cov1.to(at::kDouble)), S2 = sym(cov2.to(at::kDouble));
+  const at::Tensor diff = m1 - m2;
+  const at::Tensor base = (diff * diff).sum(-1) + S1.diagonal(0, -2, -1).sum(-1) + S2.diagonal(0, -2, -1).sum(-1);
+  const at::Tensor eye = at::eye(D, S1.options());
+
+  at::Tensor L, info;
+  std::tie(L, info) = at::linalg_cholesky_ex(S1);
+  bool use_cholesky = S1.numel() > 0 && info.eq(0).all().item<bool>();
+  if (use_cholesky) {
+    const at::Tensor diag = L.diagonal(0, -2, -1);
+    const at::Tensor ratio = std::get<0>(diag.min(-1)) / std::get<0>(diag.max(-1));
+    use_cholesky = ratio.gt(1e-6).all().item<bool>();  // condition number of S1 below 1e12
+  }
+
+  at::Tensor w2, g1, g2;
+  if (use_cholesky) {
+    const at::Tensor Lt = L.transpose(-1, -2);
+    at::Tensor lm, V;
+    std::tie(lm, V) = at::linalg_eigh(sym(at::matmul(Lt, at::matmul(S2, L))));
+    lm = lm.clamp_min(0);
+    w2 = base - 2.0 * lm.sqrt().sum(-1);
+    if (cov2_grad) g2 = eye - sym(at::matmul(L, at::matmul(eig_fn(V, pinv_rsqrt(lm)), Lt)));
+    if (cov1_grad) {
+      // L^{-T} K L^{-1} with K = V diag(sqrt(lm)) V^T, by two triangular solves
+      const at::Tensor K = eig_fn(V, lm.sqrt());
+      const at::Tensor X = at::linalg_solve_triangular(Lt, K, /*upper=*/true);
+      const at::Tensor T1 = at::linalg_solve_triangular(Lt, X.transpose(-1, -2), /*upper=*/true).transpose(-1, -2);
+      g1 = eye - sym(T1);
+    }
+  } else {
+    at::Tensor l1, V1, lm, Vm;
+    std::tie(l1, V1) = at::linalg_eigh(S1);
+    l1 = l1.clamp_min(0);
+    const at::Tensor a_half = eig_fn(V1, l1.sqrt());
+    std::tie(lm, Vm) = at::linalg_eigh(sym(at::matmul(a_half, at::matmul(S2, a_half))));
+    lm = lm.clamp_min(0);
+    w2 = base - 2.0 * lm.sqrt().sum(-1);
+    if (cov2_grad) g2 = eye - sym(at::matmul(a_half, at::matmul(eig_fn(Vm, pinv_rsqrt(lm)), a_half)));
+    if (cov1_grad) {
+      const at::Tensor a_ihalf = eig_fn(V1, pinv_rsqrt(l1));
+      g1 = eye - sym(at::matmul(a_ihalf, at::matmul(eig_fn(Vm, lm.sqrt()), a_ihalf)));
+    }
+  }
+  // W^2 >= 0; rounding can leave -1e-16 for identical Gaussians
+  w2 = w2.clamp_min(0).to(out_dtype);
+  const at::Tensor none = at::empty({0}, cov1.options().dtype(out_dtype));
+  return {w2, cov1_grad ? g1.to(out_dtype) : none, cov2_grad ? g2.to(out_dtype) : none};
+}
+
+}  // namespace w2
+}  // namespace dale_ext
+
+TORCH_LIBRARY_FRAGMENT(dale_ext, m) {
+  m.def(
+      "class_gaussians(Tensor features, Tensor labels, int num_classes, Tensor? weights, int ignore_index) -> "
+      "(Tensor counts, Tensor means, Tensor covs)");
+  m.def(
+      "_class_gaussians_backward(Tensor grad_counts, Tensor grad_means, Tensor grad_covs, Tensor features, "
+      "Tensor labels, Tensor? weights, Tensor counts, Tensor means, Tensor covs, int num_classes, "
+      "int ignore_index, bool features_grad, bool weights_grad) -> (Tensor grad_features, Tensor grad_weights)");
+  m.def(
+      "_gaussian_w2(Tensor mean1, Tensor cov1, Tensor mean2, Tensor cov2, bool cov1_grad, bool cov2_grad) -> "
+      "(Tensor w2, Tensor grad_cov1, Tensor grad_cov2)");
+}
+
+TORCH_LIBRARY_IMPL(dale_ext, CompositeExplicitAutograd, m) { m.impl("_gaussian_w2", &dale_ext::w2::gaussian_w2); }

@@ -1,0 +1,57 @@
+// Per-class Gaussian statistics (paper Eqs. 12-14): geometry and checks shared by the CPU and
+// CUDA kernels. Features are read in place: element (b, d, p) lies at b*sB + d*sD + p*sP with
+// p = y*W + x on an H x W pixel grid ((B, D, H, W) features; (N, D) features are one image of
+// 1 x N pixels). Labels and weights are contiguous (B*P).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/macros/Macros.h>
+
+#include <optional>
+#include <tuple>
+
+namespace dale_ext {
+namespace stats {
+
+struct Geometry {
+  int64_t B, D, P;       // images, channels, pixels per image
+  int64_t H, W;          // pixel grid, P = H * W
+  int64_t sB, sD, sP;    // feature strides
+  int64_t C;             // classes
+  int64_t ignore_index;
+};
+
+// A pixel counts for class `label` when the label is in [0, C) and is not ignore_index.
+C10_HOST_DEVICE inline bool counts_for(int64_t label, const Geometry& g) {
+  return label >= 0 && label < g.C && label != g.ignore_index;
+}
+
+// Validates (features, labels, weights) and returns the geometry; `features` must already be
+// in its final memory layout (the caller decides on contiguity). Errors name the argument.
+Geometry check_inputs(const at::Tensor& features, const at::Tensor& labels,
+                      const std::optional<at::Tensor>& weights, int64_t num_classes,
+                      int64_t ignore_index, const char* op);
+
+// (counts (C,), means (C, D), covs (C, D, D)) from the float64 accumulators
+// counts, sums and centred second moments; zero for classes with zero count.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> finish_statistics(const at::Tensor& counts,
+                                                                   const at::Tensor& sums_or_means,
+                                                                   const at::Tensor& m2, bool have_means);
+
+// Per-class coefficients of the one-pass feature gradient (float64, on the statistics' device):
+// dL/dx = w * (scale_c * (Gs_c x) + bias_c), Gs_c = sym(grad_cov_c), scale_c = 2 / n_c,
+// bias_c = (grad_mean_c - 2 Gs_c mu_c) / n_c, and for the weight gradient
+// gmu_c = Gs_c mu_c and trace_c = <Gs_c, cov_c>.
+struct BackwardCoefficients {
+  at::Tensor G;      // (C, D, D) symmetrised grad_covs
+  at::Tensor scale;  // (C,)
+  at::Tensor bias;   // (C, D)
+  at::Tensor gmu;    // (C, D)
+  at::Tensor trace;  // (C,)
+};
+BackwardCoefficients backward_coefficients(const at::Tensor& counts, const at::Tensor& means,
+                                           const at::Tensor& covs, const at::Tensor& grad_means,
+                                           const at::Tensor& grad_covs);
+
+}  // namespace stats
+}  // namespace dale_ext
