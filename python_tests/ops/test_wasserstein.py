@@ -1,0 +1,462 @@
+"""class_gaussians / gaussian_w2 / wasserstein_loss: against float64 numpy/scipy/POT oracles and
+float64 autograd through an independent eigh-based implementation; gradcheck; opcheck;
+torch.compile; hypothesis fuzzing; degenerate inputs; bad inputs; CUDA vs CPU."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import dale_ext
+from dale_ext import reference
+from python_tests.conftest import cpu_and_cuda
+
+
+# ---------------------------------------------------------------- oracles (float64, independent)
+def oracle_stats(features, labels, C, weights=None, ignore_index=-100):
+    """numpy weighted, biased per-class mean/covariance (np.cov with aweights, bias=True)."""
+    x = features.detach().double().cpu().numpy()
+    x = np.moveaxis(x, 1, -1).reshape(-1, x.shape[1]) if x.ndim == 4 else x
+    lab = labels.cpu().numpy().reshape(-1)
+    w = np.ones(lab.shape) if weights is None else weights.detach().double().cpu().numpy().reshape(-1)
+    D = x.shape[1]
+    counts, means, covs = np.zeros(C), np.zeros((C, D)), np.zeros((C, D, D))
+    for c in range(C):
+        sel = (lab == c) & (lab != ignore_index)
+        wc = w[sel]
+        counts[c] = wc.sum()
+        if counts[c] > 0:
+            means[c] = np.average(x[sel], axis=0, weights=wc)
+            z = x[sel] - means[c]
+            covs[c] = (z * wc[:, None]).T @ z / counts[c]
+            if (wc > 0).sum() > 1:  # np.cov needs two observations; it must agree
+                np.testing.assert_allclose(covs[c], np.cov(x[sel].T, aweights=wc, bias=True).reshape(D, D),
+                                           rtol=1e-9, atol=1e-12)
+    return counts, means, covs
+
+
+def _psd_sqrt(S):
+    lam, V = np.linalg.eigh(0.5 * (S + S.T))
+    return (V * np.sqrt(np.clip(lam, 0, None))) @ V.T
+
+
+def oracle_w2(m1, S1, m2, S2):
+    """Squared Bures-Wasserstein distance in numpy float64; for full-rank inputs also checked
+    against POT's ot.gaussian.bures_wasserstein_distance and scipy's sqrtm."""
+    r = _psd_sqrt(S1)
+    w = float(((m1 - m2) ** 2).sum() + np.trace(S1 + S2) - 2 * np.trace(_psd_sqrt(r @ S2 @ r)))
+    if min(np.linalg.eigvalsh(S1).min(), np.linalg.eigvalsh(S2).min()) > 1e-8:
+        import ot
+        import scipy.linalg
+
+        pot = float(ot.gaussian.bures_wasserstein_distance(m1, m2, S1, S2)) ** 2
+        rs = np.real(scipy.linalg.sqrtm(S1))
+        sp = float(((m1 - m2) ** 2).sum() + np.trace(S1 + S2 - 2 * np.real(scipy.linalg.sqrtm(rs @ S2 @ rs))))
+        assert abs(w - pot) <= 1e-6 * max(1.0, abs(pot)) and abs(w - sp) <= 1e-6 * max(1.0, abs(sp))
+    return w
+
+
+def oracle_loss(x, lx, t, lt, C, wx=None, wt=None, perturbation=0.0, eps=1e-5, min_count=2.0, reduction="sum"):
+    nx, mx, Sx = oracle_stats(x, lx, C, wx)
+    nt, mt, St = oracle_stats(t, lt, C, wt)
+    D = mx.shape[1]
+    per = np.zeros(C)
+    for c in range(C):
+        if nx[c] >= min_count and nt[c] >= min_count:
+            per[c] = oracle_w2(mt[c], St[c] + perturbation + eps * np.eye(D), mx[c], Sx[c] + eps * np.eye(D))
+    if reduction == "none":
+        return per
+    valid = (nx >= min_count) & (nt >= min_count)
+    return per.sum() if reduction == "sum" else per.sum() / max(1, valid.sum())
+
+
+def autograd_loss(x, lx, t, lt, C, wx=None, wt=None, perturbation=0.0, eps=1e-5, min_count=2.0):
+    """float64 plain autograd (one-hot statistics + torch.linalg.eigh's own backward): an
+    implementation independent of the package's closed-form gradients."""
+    def stats(f, lab, w):
+        f = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) if f.dim() == 4 else f
+        lab = lab.reshape(-1)
+        w = torch.ones(lab.shape, dtype=f.dtype) if w is None else w.reshape(-1).to(f.dtype)
+        valid = (lab >= 0) & (lab < C)
+        oh = torch.nn.functional.one_hot(torch.where(valid, lab, 0), C).to(f.dtype) * (w * valid)[:, None]
+        n = oh.sum(0)
+        mu = (oh.t() @ f) / n.clamp(min=1e-300)[:, None]
+        z = f[:, None, :] - mu[None]
+        cov = torch.einsum("nc,ncd,nce->cde", oh, z, z) / n.clamp(min=1e-300)[:, None, None]
+        return n, mu, cov
+
+    def sqrtm(S):
+        lam, V = torch.linalg.eigh(S)
+        return (V * lam.clamp(min=0).sqrt()[..., None, :]) @ V.transpose(-1, -2)
+
+    nx, mx, Sx = stats(x, lx, wx)
+    nt, mt, St = stats(t, lt, wt)
+    eye = torch.eye(x.shape[1], dtype=torch.float64)
+    A, B = St + perturbation + eps * eye, Sx + eps * eye
+    ra = sqrtm(A)
+    w2 = ((mt - mx) ** 2).sum(-1) + torch.diagonal(A + B, dim1=-2, dim2=-1).sum(-1) - 2 * torch.diagonal(
+        sqrtm(ra @ B @ ra), dim1=-2, dim2=-1).sum(-1)
+    valid = (nx >= min_count) & (nt >= min_count)
+    return torch.where(valid, w2, 0.0).sum()
+
+
+# ---------------------------------------------------------------- inputs
+def blob_labels(gen, B, H, W, C):
+    lab = torch.randint(0, C, (B, -(-H // 4), -(-W // 4)), generator=gen)
+    return lab.repeat_interleave(4, 1)[:, :H].repeat_interleave(4, 2)[:, :, :W]
+
+
+def make_case(gen, B=2, D=6, H=9, W=13, C=3, dtype=torch.float64, ignore=True):
+    x = torch.randn(B, D, H, W, generator=gen, dtype=torch.float64)
+    x = (x + torch.randn(1, D, 1, 1, generator=gen, dtype=torch.float64)).to(dtype)   # non-zero means
+    lab = blob_labels(gen, B, H, W, C)
+    if ignore:
+        lab[:, 0, :3] = -100
+        lab[:, -1, -2:] = C + 3   # out of range: must not count
+    w = torch.rand(B, H, W, generator=gen, dtype=torch.float64).to(dtype)
+    return x, lab, w
+
+
+def rel(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)
+
+
+# ---------------------------------------------------------------- class_gaussians
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("shape", [(2, 6, 9, 13, 3), (1, 3, 40, 37, 2), (3, 17, 5, 7, 4)])
+def test_class_gaussians_matches_numpy(gen, dtype, weighted, shape):
+    B, D, H, W, C = shape
+    x, lab, w = make_case(gen, B, D, H, W, C, dtype)
+    w = w if weighted else None
+    got = dale_ext.class_gaussians(x, lab, C, weights=w)
+    n, mu, cov = oracle_stats(x, lab, C, w)
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    assert rel(got.counts, n) < tol and rel(got.means, mu) < tol and rel(got.covs, cov) < tol
+    assert torch.equal(got.covs, got.covs.transpose(1, 2))  # symmetric by construction
+
+
+def test_class_gaussians_nd_layout_and_empty_class(gen):
+    x = torch.randn(500, 9, generator=gen, dtype=torch.float64) * 3 + 1
+    lab = torch.randint(0, 3, (500,), generator=gen)   # class 3 of 4 is empty
+    got = dale_ext.class_gaussians(x, lab, 4)
+    n, mu, cov = oracle_stats(x, lab, 4)
+    assert rel(got.covs, cov) < 1e-10 and rel(got.means, mu) < 1e-10
+    assert got.counts[3] == 0 and torch.all(got.means[3] == 0) and torch.all(got.covs[3] == 0)
+    # non-contiguous (N, D) input is read through its strides
+    xt = torch.randn(9, 500, generator=gen, dtype=torch.float64).t()
+    torch.testing.assert_close(dale_ext.class_gaussians(xt, lab, 4).covs,
+                               dale_ext.class_gaussians(xt.contiguous(), lab, 4).covs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_class_gaussians_half_inputs(gen, dtype):
+    x, lab, w = make_case(gen, dtype=dtype)
+    got = dale_ext.class_gaussians(x, lab, 3, weights=w)
+    n, mu, cov = oracle_stats(x, lab, 3, w)   # oracle on the same (rounded) values
+    assert got.covs.dtype == torch.float32
+    assert rel(got.covs, cov) < 1e-4 and rel(got.means, mu) < 1e-4
+
+
+def test_class_gaussians_large_mean_is_numerically_sound(gen):
+    """Two-pass centring: a mean of 1e4 on unit variance keeps the covariance in float32."""
+    x = torch.randn(2, 4, 32, 32, generator=gen) + 1e4
+    lab = torch.zeros(2, 32, 32, dtype=torch.long)
+    got = dale_ext.class_gaussians(x, lab, 1).covs[0]
+    _, _, cov = oracle_stats(x, lab, 1)
+    assert rel(got, cov[0]) < 1e-3
+
+
+def test_class_gaussians_gradcheck(gen):
+    x, lab, w = make_case(gen, 2, 4, 5, 6, 3)
+    x.requires_grad_()
+    w.requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: dale_ext.class_gaussians(a, lab, 3, weights=b), (x, w))
+    xn = torch.randn(40, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    ln = torch.randint(0, 2, (40,), generator=gen)
+    assert torch.autograd.gradcheck(lambda a: dale_ext.class_gaussians(a, ln, 2), (xn,))
+
+
+def test_isa_variants_agree(gen):
+    """The AVX2 and the portable micro-kernels give the same statistics (subprocess: the
+    variant is chosen once per process)."""
+    code = (
+        "import torch, dale_ext; g=torch.Generator().manual_seed(3);"
+        "x=torch.randn(2,33,21,19,generator=g); l=torch.randint(0,3,(2,21,19),generator=g);"
+        "x.requires_grad_(); s=dale_ext.class_gaussians(x,l,3); (s.covs.sum()+s.means.sum()).backward();"
+        "torch.save((s.covs.detach(), x.grad), __import__('sys').argv[1])"
+    )
+    outs = []
+    for isa in ("baseline", "best"):
+        path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"dale_isa_{isa}_{os.getpid()}.pt")
+        env = dict(os.environ, DALE_EXT_CPU_ISA=isa)
+        subprocess.run([sys.executable, "-c", code, path], check=True, env=env)
+        outs.append(torch.load(path))
+        os.remove(path)
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- gaussian_w2
+def random_spd(gen, n, D, rank=None, scale=1.0):
+    a = torch.randn(n, D, rank or D, generator=gen, dtype=torch.float64)
+    return scale * (a @ a.transpose(1, 2)) / D
+
+
+@pytest.mark.parametrize("D", [1, 3, 16, 64])
+def test_gaussian_w2_matches_pot(gen, D):
+    m1, m2 = torch.randn(4, D, generator=gen, dtype=torch.float64), torch.randn(4, D, generator=gen, dtype=torch.float64)
+    S1, S2 = random_spd(gen, 4, D) + 0.01 * torch.eye(D), random_spd(gen, 4, D)
+    got = dale_ext.gaussian_w2(m1, S1, m2, S2)
+    want = [oracle_w2(m1[i].numpy(), S1[i].numpy(), m2[i].numpy(), S2[i].numpy()) for i in range(4)]
+    assert rel(got, want) < 1e-8
+
+
+def test_gaussian_w2_gradcheck_and_singular_inputs(gen):
+    D = 4
+    m1, m2 = (torch.randn(3, D, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    S1 = (random_spd(gen, 3, D) + 0.1 * torch.eye(D)).requires_grad_()
+    S2 = (random_spd(gen, 3, D) + 0.1 * torch.eye(D)).requires_grad_()
+    assert torch.autograd.gradcheck(dale_ext.gaussian_w2, (m1, S1, m2, S2))
+    # rank-deficient on both sides (eigh path with pseudo-inverses): finite value and gradients
+    R1 = random_spd(gen, 3, D, rank=2).requires_grad_()
+    R2 = random_spd(gen, 3, D, rank=1).requires_grad_()
+    w = dale_ext.gaussian_w2(m1, R1, m2, R2)
+    w.sum().backward()
+    assert torch.isfinite(w).all() and torch.isfinite(R1.grad).all() and torch.isfinite(R2.grad).all()
+    want = [oracle_w2(*(t[i].detach().numpy() for t in (m1, R1, m2, R2))) for i in range(3)]
+    assert rel(w.detach(), want) < 1e-6
+
+
+def test_gaussian_w2_identical_gaussians_is_zero_not_negative(gen):
+    S = random_spd(gen, 2, 8) + torch.eye(8)
+    m = torch.randn(2, 8, generator=gen, dtype=torch.float64)
+    w = dale_ext.gaussian_w2(m, S, m, S)
+    assert torch.all(w >= 0) and torch.all(w < 1e-10)
+
+
+def test_gaussian_w2_reference_agrees(gen):
+    m1, m2 = torch.randn(5, 7, generator=gen), torch.randn(5, 7, generator=gen)
+    S1, S2 = (random_spd(gen, 5, 7).float() + 0.05 * torch.eye(7) for _ in range(2))
+    torch.testing.assert_close(dale_ext.gaussian_w2(m1, S1, m2, S2), reference.gaussian_w2(m1, S1, m2, S2),
+                               rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- wasserstein_loss
+def finite_difference(f, x, gen, entries, h=1e-6):
+    """{flat index: central difference of f at x} for a few random entries (float64)."""
+    x = x.detach().double()
+    out = {}
+    for i in torch.randperm(x.numel(), generator=gen)[:entries].tolist():
+        e = torch.zeros_like(x).flatten()
+        e[i] = h
+        e = e.view_as(x)
+        out[i] = (f(x + e) - f(x - e)) / (2 * h)
+    return out
+
+
+EIGH_SAFE = ("plain", "weighted", "perturbed")
+LOSS_CASES = {
+    "plain": dict(),
+    "weighted": dict(weighted=True),
+    "perturbed": dict(perturbation=0.3),
+    "skipped": dict(min_count=60.0, shape=(2, 6, 11, 13, 5)),
+    "rank_deficient": dict(shape=(1, 24, 4, 5, 3)),   # ~7 pixels per class, D = 24
+    "mean": dict(reduction="mean", weighted=True),
+}
+
+
+@pytest.mark.parametrize("case", list(LOSS_CASES))
+def test_loss_matches_oracle_and_autograd(gen, case):
+    cfg = dict(LOSS_CASES[case])
+    B, D, H, W, C = cfg.pop("shape", (2, 6, 11, 13, 3))
+    weighted = cfg.pop("weighted", False)
+    x, lx, wx = make_case(gen, B, D, H, W, C)
+    t, lt, wt = make_case(gen, B, D, H, W, C)
+    t = t * 1.5 + 0.3
+    wx, wt = (wx, wt) if weighted else (None, None)
+    kw = dict(perturbation=cfg.get("perturbation", 0.0), min_count=cfg.get("min_count", 2.0))
+    reduction = cfg.get("reduction", "sum")
+    for dtype in (torch.float64, torch.float32):
+        xi = x.detach().clone().to(dtype).requires_grad_()
+        ti = t.detach().clone().to(dtype).requires_grad_()
+        loss = dale_ext.wasserstein_loss(xi, lx, ti, lt, C, input_weights=wx, target_weights=wt,
+                                         reduction=reduction, **kw)
+        want = oracle_loss(xi, lx, ti, lt, C, wx, wt, reduction=reduction, **kw)
+        assert rel(loss.item(), want) < 1e-4, (case, dtype)
+        if reduction != "sum":
+            continue
+        loss.backward()
+        if case in EIGH_SAFE:  # plain eigh autograd is NaN on repeated eigenvalues (rank-deficient)
+            xa = x.detach().clone().requires_grad_()
+            ta = t.detach().clone().requires_grad_()
+            autograd_loss(xa, lx, ta, lt, C, wx, wt, **kw).backward()
+            assert rel(xi.grad, xa.grad) < 1e-3, (case, dtype)
+            assert rel(ti.grad, ta.grad) < 1e-3, (case, dtype)
+        # every case: central finite differences of the numpy oracle at random entries
+        f_x = lambda v: oracle_loss(v, lx, t, lt, C, wx, wt, **kw)  # noqa: E731
+        f_t = lambda v: oracle_loss(x, lx, v, lt, C, wx, wt, **kw)  # noqa: E731
+        for f, base, grad in ((f_x, x, xi.grad), (f_t, t, ti.grad)):
+            fd = finite_difference(f, base, gen, entries=12)
+            got = np.array([grad.flatten()[i].item() for i in fd])
+            want = np.array(list(fd.values()))
+            assert np.abs(got - want).max() <= 1e-3 * max(grad.abs().max().item(), 1e-8), (case, dtype)
+    if case == "skipped":
+        per = dale_ext.wasserstein_loss(x, lx, t, lt, C, min_count=60.0, reduction="none")
+        n_in = dale_ext.class_gaussians(x, lx, C).counts
+        n_t = dale_ext.class_gaussians(t, lt, C).counts
+        skipped = (n_in < 60) | (n_t < 60)
+        assert skipped.any() and not skipped.all() and torch.all(per[skipped] == 0) and torch.all(per[~skipped] > 0)
+
+
+def test_loss_gradcheck(gen):
+    x, lx, wx = make_case(gen, 2, 3, 5, 6, 2)
+    t, lt, _ = make_case(gen, 2, 3, 5, 6, 2)
+    args = (x.requires_grad_(), wx.requires_grad_(), t.requires_grad_())
+    f = lambda a, w, b: dale_ext.wasserstein_loss(a, lx, b, lt, 2, input_weights=w, perturbation=0.2)  # noqa: E731
+    assert torch.autograd.gradcheck(f, args)
+
+
+def test_reference_loss_agrees_with_kernel(gen):
+    x, lx, wx = make_case(gen, 2, 5, 12, 10, 3, torch.float32)
+    t, lt, _ = make_case(gen, 2, 5, 12, 10, 3, torch.float32)
+    for method in ("gather", "onehot"):
+        ref = reference.wasserstein_loss(x, lx, t, lt, 3, input_weights=wx, perturbation=0.1, method=method)
+        got = dale_ext.wasserstein_loss(x, lx, t, lt, 3, input_weights=wx, perturbation=0.1)
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-6)
+
+
+DEGENERATE = {
+    "one_pixel_class": lambda x, l: (x, torch.where(torch.arange(l.numel()).view(l.shape) == 5, 1, 0)),
+    "identical_pixels": lambda x, l: (x[:, :, :1, :1].expand_as(x).contiguous(), l),
+    "empty_class": lambda x, l: (x, l.clamp(max=1)),
+    "huge_scale": lambda x, l: (x * 1e6, l),
+    "tiny_scale": lambda x, l: (x * 1e-6, l),
+    "zero_weights": lambda x, l: (x, l),
+}
+
+
+@pytest.mark.parametrize("case", list(DEGENERATE))
+@pytest.mark.parametrize("min_count", [0.0, 2.0])
+def test_degenerate_inputs_give_finite_loss_and_gradients(gen, case, min_count):
+    x, lab, w = make_case(gen, 2, 8, 6, 7, 3, torch.float32, ignore=False)
+    x, lab = DEGENERATE[case](x, lab)
+    t, lt, _ = make_case(gen, 2, 8, 6, 7, 3, torch.float32, ignore=False)
+    weights = torch.zeros_like(w) if case == "zero_weights" else None
+    xi = x.clone().requires_grad_()
+    ti = t.clone().requires_grad_()
+    loss = dale_ext.wasserstein_loss(xi, lab, ti, lt, 3, input_weights=weights, min_count=min_count)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(xi.grad).all() and torch.isfinite(ti.grad).all()
+    if case == "zero_weights":
+        assert torch.all(xi.grad == 0)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(
+    B=st.integers(1, 2), D=st.integers(1, 9), H=st.integers(1, 9), W=st.integers(1, 11), C=st.integers(1, 4),
+    log_scale=st.floats(-4, 4), weighted=st.booleans(), perturbation=st.sampled_from([0.0, 0.05, 1.0]),
+    ignore_frac=st.sampled_from([0.0, 0.3]), seed=st.integers(0, 2**31 - 1),
+)
+def test_fuzz_loss_finite_and_matches_reference(B, D, H, W, C, log_scale, weighted, perturbation, ignore_frac, seed):
+    g = torch.Generator().manual_seed(seed)
+    scale = 10.0 ** log_scale
+    x = torch.randn(B, D, H, W, generator=g, dtype=torch.float64) * scale
+    t = torch.randn(B, D, H, W, generator=g, dtype=torch.float64) * scale + scale
+    lx = torch.randint(0, C, (B, H, W), generator=g)
+    lt = torch.randint(0, C, (B, H, W), generator=g)
+    lx[torch.rand(B, H, W, generator=g) < ignore_frac] = -100
+    wx = torch.rand(B, H, W, generator=g, dtype=torch.float64) if weighted else None
+    eps = 1e-5 * scale * scale
+    xi = x.clone().requires_grad_()
+    loss = dale_ext.wasserstein_loss(xi, lx, t, lt, C, input_weights=wx, perturbation=perturbation * scale**2, eps=eps)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(xi.grad).all()
+    ref = reference.wasserstein_loss(x, lx, t, lt, C, input_weights=wx, perturbation=perturbation * scale**2, eps=eps)
+    assert abs(loss.item() - ref.item()) <= 1e-6 * max(1.0, abs(ref.item())) + 1e-9 * scale * scale
+
+
+# ---------------------------------------------------------------- library integration
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_opcheck(gen, device):
+    x, lab, w = make_case(gen, 2, 5, 6, 7, 3, torch.float32)
+    x, lab, w = x.to(device), lab.to(device), w.to(device)
+    torch.library.opcheck(torch.ops.dale_ext.class_gaussians.default, (x.requires_grad_(), lab, 3, w, -100))
+    torch.library.opcheck(torch.ops.dale_ext.class_gaussians.default, (x, lab, 3, None, -100))
+    S1 = (random_spd(gen, 3, 5) + 0.1 * torch.eye(5)).float().to(device).requires_grad_()
+    S2 = (random_spd(gen, 3, 5) + 0.1 * torch.eye(5)).float().to(device).requires_grad_()
+    m = torch.randn(3, 5, generator=gen).to(device)
+    torch.library.opcheck(torch.ops.dale_ext._gaussian_w2.default, (m, S1, m.flip(0), S2, True, True))
+
+
+def test_torch_compile_fullgraph(gen):
+    x, lx, wx = make_case(gen, 2, 5, 8, 8, 2, torch.float32)
+    t, lt, _ = make_case(gen, 2, 5, 8, 8, 2, torch.float32)
+
+    def f(a):
+        return dale_ext.wasserstein_loss(a, lx, t, lt, 2, input_weights=wx, perturbation=0.1) * 2
+
+    xa = x.clone().requires_grad_()
+    xb = x.clone().requires_grad_()
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    la, lb = compiled(xa), f(xb)
+    la.backward()
+    lb.backward()
+    torch.testing.assert_close(la, lb)
+    torch.testing.assert_close(xa.grad, xb.grad)
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("shape", [(2, 6, 9, 13, 3), (4, 64, 32, 32, 2), (2, 128, 16, 16, 9)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_cuda_matches_cpu(gen, shape, dtype):
+    B, D, H, W, C = shape
+    x, lab, w = make_case(gen, B, D, H, W, C, dtype)
+    t, lt, _ = make_case(gen, B, D, H, W, C, dtype)
+    outs = []
+    for device in ("cpu", "cuda"):
+        xi = x.to(device).requires_grad_()
+        s = dale_ext.class_gaussians(xi, lab.to(device), C, weights=w.to(device))
+        loss = dale_ext.wasserstein_loss(xi, lab.to(device), t.to(device), lt.to(device), C,
+                                         input_weights=w.to(device), perturbation=0.1)
+        loss.backward()
+        outs.append([v.detach().double().cpu() for v in (*s, loss, xi.grad)])
+    tol = 1e-9 if dtype == torch.float64 else 2e-4
+    for a, b in zip(*outs):
+        assert rel(b, a) < tol
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda x, l, w: dale_ext.class_gaussians(x[0], l, 3), ValueError, "`features` must be"),
+        (lambda x, l, w: dale_ext.class_gaussians(x.int(), l, 3), TypeError, "`features` must be float"),
+        (lambda x, l, w: dale_ext.class_gaussians(x, l.float(), 3), TypeError, "`labels` must be an integer"),
+        (lambda x, l, w: dale_ext.class_gaussians(x, l[:, :4], 3), ValueError, "`labels` must have shape"),
+        (lambda x, l, w: dale_ext.class_gaussians(x, l, 0), ValueError, "`num_classes`"),
+        (lambda x, l, w: dale_ext.class_gaussians(x, l, 3, weights=w[:1]), ValueError, "`weights` must have"),
+        (lambda x, l, w: dale_ext.class_gaussians(x, l, 3, weights=-w), ValueError, "`weights` must be >= 0"),
+        (lambda x, l, w: dale_ext.class_gaussians(x, l, 3, weights=w * float("nan")), ValueError, "`weights`"),
+        (lambda x, l, w: dale_ext.class_gaussians(x * float("nan"), l, 3), ValueError, "NaN"),
+        (lambda x, l, w: dale_ext.wasserstein_loss(x, l, x[:, :2], l, 3), ValueError, "same D"),
+        (lambda x, l, w: dale_ext.wasserstein_loss(x, l, x, l, 3, reduction="max"), ValueError, "`reduction`"),
+        (lambda x, l, w: dale_ext.wasserstein_loss(x, l, x, l, 3, eps=-1.0), ValueError, "`eps`"),
+        (lambda x, l, w: dale_ext.wasserstein_loss(x, l, x, l, 3, perturbation=float("nan")), ValueError,
+         "`perturbation`"),
+        (lambda x, l, w: dale_ext.gaussian_w2(x[0, 0], x[0], x[0, 0], x[0]), ValueError, "`cov1` must be"),
+        (lambda x, l, w: dale_ext.gaussian_w2(x[0, :, 0], x[0, :, :6, :6], x[0, :, 0], x[0, :, :6, :6]),
+         ValueError, "`mean1` must have"),
+    ],
+)
+def test_bad_input_raises_clear_error(gen, call, exc, match):
+    x, lab, w = make_case(gen, 2, 6, 6, 7, 3, torch.float32)
+    with pytest.raises(exc, match=match):
+        call(x, lab, w)
