@@ -32,6 +32,7 @@ from dale_ext.ops._common import integer, real, tensor, use_reference
 
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _REDUCTIONS = ("sum", "mean", "none")
+_CUDA_MAX_D = 256  # csrc/cuda/wasserstein_kernel.cu: kMaxD
 
 
 class ClassGaussians(NamedTuple):
@@ -111,7 +112,7 @@ def _check_loss_args(input, target, num_classes, perturbation, eps, min_count, r
 # ---------------------------------------------------------------- class_gaussians
 def _class_gaussians64(features, labels, num_classes, weights, ignore_index) -> ClassGaussians:
     """float64 statistics from the compiled op (or the reference where no kernel exists)."""
-    if use_reference("class_gaussians", features.device):
+    if use_reference("class_gaussians", features.device) or (features.is_cuda and features.shape[1] > _CUDA_MAX_D):
         from dale_ext.reference.wasserstein import class_gaussians as reference
 
         return reference(features, labels, num_classes, weights=weights, ignore_index=ignore_index,

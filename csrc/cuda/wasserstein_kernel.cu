@@ -1,0 +1,358 @@
+// class_gaussians on CUDA. Deterministic: no floating-point atomics. A fixed grid of blocks
+// walks chunks of K pixels (within one image) in a fixed order; every block owns a slice of a
+// partial-sum buffer that only its threads write; small kernels then reduce the slices in block
+// order in float64.
+//   sums:    thread per channel, sequential over the chunk's pixels (each class separately);
+//   moments: the chunk, centred by each pixel's class mean and scaled by sqrt(w), sits in shared
+//            memory; threads own upper-triangle entries (i, j) and sum z_i z_j per class;
+//   backward: thread per (channel i, pixel k): w_k (scale_c (Gs_c x_k)_i + bias_c,i), one pass.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "wasserstein.h"
+
+namespace dale_ext {
+namespace stats {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxD = 256;               // larger D: the Python wrapper uses the reference
+constexpr int64_t kSharedBytes = 40 * 1024;  // chunk of centred features in shared memory
+
+template <typename scalar_t>
+using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+
+struct Chunks {
+  int64_t K, per_image, total;
+  int64_t blocks;
+};
+
+Chunks make_chunks(const Geometry& g, int64_t elem, int sms) {
+  Chunks c;
+  c.K = std::max<int64_t>(16, std::min<int64_t>(256, kSharedBytes / (g.D * elem)));
+  c.per_image = (g.P + c.K - 1) / c.K;
+  c.total = g.B * c.per_image;
+  c.blocks = std::max<int64_t>(1, std::min<int64_t>(c.total, 4 * static_cast<int64_t>(sms)));
+  return c;
+}
+
+__device__ inline void chunk_origin(const Chunks& ch, int64_t chunk, const Geometry& g, int64_t* b, int64_t* p0,
+                                    int64_t* n) {
+  *b = chunk / ch.per_image;
+  *p0 = (chunk % ch.per_image) * ch.K;
+  *n = min(ch.K, g.P - *p0);
+}
+
+// Pass 1: partial[blk][c][0..D) = sum of w x, partial[blk][c][D] = sum of w.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+    sums_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ labels, const acc_t<scalar_t>* __restrict__ w,
+                Geometry g, Chunks ch, acc_t<scalar_t>* __restrict__ partial, int* __restrict__ bad_weight) {
+  using T = acc_t<scalar_t>;
+  extern __shared__ unsigned char smem[];
+  int64_t* lab = reinterpret_cast<int64_t*>(smem);
+  T* wt = reinterpret_cast<T*>(lab + ch.K);
+  T* out = partial + blockIdx.x * g.C * (g.D + 1);
+  for (int64_t e = threadIdx.x; e < g.C * (g.D + 1); e += kThreads) out[e] = T(0);
+  for (int64_t chunk = blockIdx.x; chunk < ch.total; chunk += gridDim.x) {
+    int64_t b, p0, n;
+    chunk_origin(ch, chunk, g, &b, &p0, &n);
+    __syncthreads();
+    for (int64_t k = threadIdx.x; k < n; k += kThreads) {
+      const int64_t l = labels[b * g.P + p0 + k];
+      const bool ok = counts_for(l, g);
+      const T wk = ok ? (w ? w[b * g.P + p0 + k] : T(1)) : T(0);
+      if (!(wk >= T(0))) atomicOr(bad_weight, 1);
+      lab[k] = ok ? l : -1;
+      wt[k] = wk;
+    }
+    __syncthreads();
+    for (int64_t c = 0; c < g.C; ++c) {
+      for (int64_t d = threadIdx.x; d <= g.D; d += kThreads) {
+        T s = 0;
+        if (d < g.D) {
+          const scalar_t* row = x + b * g.sB + d * g.sD + p0 * g.sP;
+          for (int64_t k = 0; k < n; ++k)
+            if (lab[k] == c) s += wt[k] * static_cast<T>(row[k * g.sP]);
+        } else {
+          for (int64_t k = 0; k < n; ++k)
+            if (lab[k] == c) s += wt[k];
+        }
+        out[c * (g.D + 1) + d] += s;
+      }
+    }
+  }
+}
+
+// Sum of the blocks' slices in block order, in float64: out[e] = sum_blk partial[blk][e].
+template <typename T>
+__global__ void reduce_kernel(const T* __restrict__ partial, int64_t blocks, int64_t entries, double* __restrict__ out) {
+  const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (e >= entries) return;
+  double s = 0;
+  for (int64_t blk = 0; blk < blocks; ++blk) s += static_cast<double>(partial[blk * entries + e]);
+  out[e] = s;
+}
+
+// Pass 2: partial[blk][c][e] over the upper-triangle entries e = (i, j), i <= j.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+    moments_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ labels,
+                   const acc_t<scalar_t>* __restrict__ w, const acc_t<scalar_t>* __restrict__ means, Geometry g,
+                   Chunks ch, acc_t<scalar_t>* __restrict__ partial) {
+  using T = acc_t<scalar_t>;
+  extern __shared__ unsigned char smem[];
+  int64_t* lab = reinterpret_cast<int64_t*>(smem);
+  int* present = reinterpret_cast<int*>(lab + ch.K);
+  T* Z = reinterpret_cast<T*>(present + ((g.C + 1) / 2) * 2);  // keep 8-byte alignment
+  const int64_t E = g.D * (g.D + 1) / 2;
+  T* out = partial + blockIdx.x * g.C * E;
+  for (int64_t e = threadIdx.x; e < g.C * E; e += kThreads) out[e] = T(0);
+  for (int64_t chunk = blockIdx.x; chunk < ch.total; chunk += gridDim.x) {
+    int64_t b, p0, n;
+    chunk_origin(ch, chunk, g, &b, &p0, &n);
+    __syncthreads();
+    for (int64_t c = threadIdx.x; c < g.C; c += kThreads) present[c] = 0;
+    __syncthreads();
+    for (int64_t k = threadIdx.x; k < n; k += kThreads) {
+      const int64_t l = labels[b * g.P + p0 + k];
+      const bool ok = counts_for(l, g);
+      lab[k] = ok ? l : -1;
+      if (ok) present[l] = 1;
+    }
+    __syncthreads();
+    for (int64_t idx = threadIdx.x; idx < g.D * n; idx += kThreads) {
+      const int64_t d = idx / n, k = idx % n;
+      const int64_t l = lab[k];
+      T z = 0;
+      if (l >= 0) {
+        const T wk = w ? w[b * g.P + p0 + k] : T(1);
+        z = (static_cast<T>(x[b * g.sB + d * g.sD + (p0 + k) * g.sP]) - means[l * g.D + d]) *
+            (wk > T(0) ? sqrt(wk) : T(0));
+      }
+      Z[d * ch.K + k] = z;
+    }
+    __syncthreads();
+    for (int64_t c = 0; c < g.C; ++c) {
+      if (!present[c]) continue;
+      for (int64_t e = threadIdx.x; e < E; e += kThreads) {
+        // unrank e -> (i, j), i <= j, row-major over the upper triangle
+        int64_t i = 0, rest = e;
+        while (rest >= g.D - i) {
+          rest -= g.D - i;
+          ++i;
+        }
+        const int64_t j = i + rest;
+        const T* zi = Z + i * ch.K;
+        const T* zj = Z + j * ch.K;
+        T s = 0;
+        for (int64_t k = 0; k < n; ++k)
+          if (lab[k] == c) s += zi[k] * zj[k];
+        out[c * E + e] += s;
+      }
+    }
+  }
+}
+
+// Backward: grad[b, i, p] = w (scale_c (Gs_c x)_i + bias_c,i) for the pixel's class c.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+    backward_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ labels,
+                    const acc_t<scalar_t>* __restrict__ w, const acc_t<scalar_t>* __restrict__ G,
+                    const acc_t<scalar_t>* __restrict__ scale, const acc_t<scalar_t>* __restrict__ bias, Geometry g,
+                    Chunks ch, scalar_t* __restrict__ grad) {
+  using T = acc_t<scalar_t>;
+  extern __shared__ unsigned char smem[];
+  int64_t* lab = reinterpret_cast<int64_t*>(smem);
+  T* X = reinterpret_cast<T*>(lab + ch.K);
+  for (int64_t chunk = blockIdx.x; chunk < ch.total; chunk += gridDim.x) {
+    int64_t b, p0, n;
+    chunk_origin(ch, chunk, g, &b, &p0, &n);
+    __syncthreads();
+    for (int64_t k = threadIdx.x; k < n; k += kThreads) {
+      const int64_t l = labels[b * g.P + p0 + k];
+      lab[k] = counts_for(l, g) ? l : -1;
+    }
+    for (int64_t idx = threadIdx.x; idx < g.D * n; idx += kThreads) {
+      const int64_t d = idx / n, k = idx % n;
+      X[d * ch.K + k] = static_cast<T>(x[b * g.sB + d * g.sD + (p0 + k) * g.sP]);
+    }
+    __syncthreads();
+    for (int64_t idx = threadIdx.x; idx < g.D * n; idx += kThreads) {
+      const int64_t i = idx / n, k = idx % n;
+      const int64_t c = lab[k];
+      T out = 0;
+      if (c >= 0) {
+        const T* Gi = G + (c * g.D + i) * g.D;
+        T y = 0;
+        for (int64_t d = 0; d < g.D; ++d) y += Gi[d] * X[d * ch.K + k];
+        const T wk = w ? w[b * g.P + p0 + k] : T(1);
+        out = wk * (scale[c] * y + bias[c * g.D + i]);
+      }
+      grad[b * g.sB + i * g.sD + (p0 + k) * g.sP] = static_cast<scalar_t>(out);
+    }
+  }
+}
+
+// Weight gradient, one thread per pixel: g_count + (g_mu . u + u^T Gs u - <Gs, cov>) / n.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+    weight_grad_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ labels, const double* __restrict__ G,
+                       const double* __restrict__ means, const double* __restrict__ grad_means,
+                       const double* __restrict__ grad_counts, const double* __restrict__ counts,
+                       const double* __restrict__ trace, Geometry g, double* __restrict__ grad_w) {
+  const int64_t idx = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x;
+  if (idx >= g.B * g.P) return;
+  const int64_t b = idx / g.P, p = idx % g.P;
+  const int64_t c = labels[idx];
+  if (!counts_for(c, g)) {
+    grad_w[idx] = 0;
+    return;
+  }
+  const double n = counts[c];
+  double quad = 0, lin = 0;
+  for (int64_t i = 0; i < g.D; ++i) {
+    const double ui = static_cast<double>(x[b * g.sB + i * g.sD + p * g.sP]) - means[c * g.D + i];
+    double gu = 0;
+    for (int64_t d = 0; d < g.D; ++d)
+      gu += G[(c * g.D + i) * g.D + d] * (static_cast<double>(x[b * g.sB + d * g.sD + p * g.sP]) - means[c * g.D + d]);
+    quad += ui * gu;
+    lin += ui * grad_means[c * g.D + i];
+  }
+  grad_w[idx] = grad_counts[c] + (n > 0 ? (lin + quad - trace[c]) / n : 0.0);
+}
+
+int sm_count() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
+
+void check_cuda_inputs(const Geometry& g, const char* op) {
+  TORCH_CHECK_VALUE(g.D <= kMaxD, op, ": the CUDA kernel supports up to ", kMaxD, " feature channels; got ", g.D,
+                    " (dale_ext.class_gaussians falls back to the reference implementation)");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cuda(const at::Tensor& features_,
+                                                                    const at::Tensor& labels_,
+                                                                    int64_t num_classes,
+                                                                    const std::optional<at::Tensor>& weights,
+                                                                    int64_t ignore_index) {
+  const char* op = "class_gaussians";
+  c10::cuda::CUDAGuard guard(features_.device());
+  const at::Tensor features = features_.dim() == 4 ? features_.contiguous() : features_;
+  const Geometry g = check_inputs(features, labels_, weights, num_classes, ignore_index, op);
+  check_cuda_inputs(g, op);
+  const at::Tensor labels = labels_.to(at::kLong).contiguous();
+  const auto f64 = features.options().dtype(at::kDouble);
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  at::Tensor counts, means, m2_upper;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "class_gaussians_cuda", [&] {
+    using T = acc_t<scalar_t>;
+    const auto tdt = c10::CppTypeToScalarType<T>::value;
+    const at::Tensor w = weights.has_value() ? weights->to(tdt).contiguous() : at::Tensor();
+    const T* wp = w.defined() ? w.data_ptr<T>() : nullptr;
+    const Chunks ch = make_chunks(g, sizeof(T), sm_count());
+    at::Tensor bad = at::zeros({1}, features.options().dtype(at::kInt));
+    at::Tensor part1 = at::empty({ch.blocks, g.C, g.D + 1}, features.options().dtype(tdt));
+    const size_t sh1 = ch.K * (sizeof(int64_t) + sizeof(T));
+    sums_kernel<scalar_t><<<ch.blocks, kThreads, sh1, stream>>>(features.data_ptr<scalar_t>(),
+                                                               labels.data_ptr<int64_t>(), wp, g, ch,
+                                                               part1.data_ptr<T>(), bad.data_ptr<int>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    at::Tensor sums = at::empty({g.C, g.D + 1}, f64);
+    const int64_t e1 = g.C * (g.D + 1);
+    reduce_kernel<T><<<(e1 + kThreads - 1) / kThreads, kThreads, 0, stream>>>(part1.data_ptr<T>(), ch.blocks, e1,
+                                                                             sums.data_ptr<double>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    TORCH_CHECK_VALUE(bad.item<int>() == 0, op, ": `weights` must be >= 0 and not NaN");
+    counts = sums.select(1, g.D).contiguous();
+    const at::Tensor safe = at::where(counts > 0, counts, at::ones_like(counts));
+    means = at::where((counts > 0).unsqueeze(1), sums.narrow(1, 0, g.D) / safe.unsqueeze(1),
+                      at::zeros({g.C, g.D}, f64));
+    const at::Tensor means_t = means.to(tdt).contiguous();
+    const int64_t E = g.D * (g.D + 1) / 2;
+    at::Tensor part2 = at::empty({ch.blocks, g.C, E}, features.options().dtype(tdt));
+    const size_t sh2 = ch.K * sizeof(int64_t) + ((g.C + 1) / 2) * 2 * sizeof(int) + g.D * ch.K * sizeof(T);
+    if (sh2 > 48 * 1024)
+      C10_CUDA_CHECK(cudaFuncSetAttribute(moments_kernel<scalar_t>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(sh2)));
+    moments_kernel<scalar_t><<<ch.blocks, kThreads, sh2, stream>>>(features.data_ptr<scalar_t>(),
+                                                                  labels.data_ptr<int64_t>(), wp,
+                                                                  means_t.data_ptr<T>(), g, ch, part2.data_ptr<T>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    m2_upper = at::empty({g.C, E}, f64);
+    const int64_t e2 = g.C * E;
+    reduce_kernel<T><<<(e2 + kThreads - 1) / kThreads, kThreads, 0, stream>>>(part2.data_ptr<T>(), ch.blocks, e2,
+                                                                             m2_upper.data_ptr<double>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  // scatter the packed upper triangle into (C, D, D)
+  const at::Tensor iu = at::triu_indices(g.D, g.D, 0, features.options().dtype(at::kLong));
+  at::Tensor m2 = at::zeros({g.C, g.D, g.D}, f64);
+  m2.index_put_({at::indexing::Slice(), iu[0], iu[1]}, m2_upper);
+  auto result = finish_statistics(counts, means, m2, /*have_means=*/true);
+  TORCH_CHECK_VALUE(at::isfinite(std::get<1>(result)).all().item<bool>() &&
+                        at::isfinite(std::get<2>(result)).all().item<bool>(),
+                    op, ": `features` (or `weights`) contain NaN or infinity");
+  return result;
+}
+
+std::tuple<at::Tensor, at::Tensor> class_gaussians_backward_cuda(
+    const at::Tensor& grad_counts, const at::Tensor& grad_means, const at::Tensor& grad_covs,
+    const at::Tensor& features_, const at::Tensor& labels_, const std::optional<at::Tensor>& weights,
+    const at::Tensor& counts, const at::Tensor& means, const at::Tensor& covs, int64_t num_classes,
+    int64_t ignore_index, bool features_grad, bool weights_grad) {
+  const char* op = "class_gaussians (backward)";
+  c10::cuda::CUDAGuard guard(features_.device());
+  const at::Tensor features = features_.contiguous();
+  const Geometry g = check_inputs(features, labels_, weights, num_classes, ignore_index, op);
+  check_cuda_inputs(g, op);
+  const at::Tensor labels = labels_.to(at::kLong).contiguous();
+  auto f64 = [](const at::Tensor& t) { return t.to(at::kDouble).contiguous(); };
+  const at::Tensor gc = f64(grad_counts), gm = f64(grad_means), gC = f64(grad_covs);
+  const at::Tensor n = f64(counts), mu = f64(means), cov = f64(covs);
+  const BackwardCoefficients k = backward_coefficients(n, mu, cov, gm, gC);
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  at::Tensor grad_x = features_grad ? at::empty_like(features) : at::empty({0}, features.options());
+  at::Tensor grad_w = at::empty({0}, features.options());
+  weights_grad = weights_grad && weights.has_value();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "class_gaussians_backward_cuda", [&] {
+    using T = acc_t<scalar_t>;
+    const auto tdt = c10::CppTypeToScalarType<T>::value;
+    const at::Tensor w = weights.has_value() ? weights->to(tdt).contiguous() : at::Tensor();
+    const T* wp = w.defined() ? w.data_ptr<T>() : nullptr;
+    if (features_grad) {
+      const Chunks ch = make_chunks(g, sizeof(T), sm_count());
+      const at::Tensor G = k.G.to(tdt).contiguous(), scale = k.scale.to(tdt).contiguous(),
+                       bias = k.bias.to(tdt).contiguous();
+      const size_t sh = ch.K * sizeof(int64_t) + g.D * ch.K * sizeof(T);
+      if (sh > 48 * 1024)
+        C10_CUDA_CHECK(cudaFuncSetAttribute(backward_kernel<scalar_t>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(sh)));
+      backward_kernel<scalar_t><<<ch.blocks, kThreads, sh, stream>>>(
+          features.data_ptr<scalar_t>(), labels.data_ptr<int64_t>(), wp, G.data_ptr<T>(), scale.data_ptr<T>(),
+          bias.data_ptr<T>(), g, ch, grad_x.data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    if (weights_grad) {
+      at::Tensor gw = at::empty({g.B * g.P}, features.options().dtype(at::kDouble));
+      const int64_t total = g.B * g.P;
+      weight_grad_kernel<scalar_t><<<(total + kThreads - 1) / kThreads, kThreads, 0, stream>>>(
+          features.data_ptr<scalar_t>(), labels.data_ptr<int64_t>(), k.G.contiguous().data_ptr<double>(),
+          mu.data_ptr<double>(), gm.data_ptr<double>(), gc.data_ptr<double>(), n.data_ptr<double>(),
+          k.trace.contiguous().data_ptr<double>(), g, gw.data_ptr<double>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      grad_w = gw.to(weights->scalar_type()).view(weights->sizes());
+    }
+  });
+  return {grad_x, grad_w};
+}
+
+}  // namespace
+}  // namespace stats
+}  // namespace dale_ext
+
+TORCH_LIBRARY_IMPL(dale_ext, CUDA, m) {
+  m.impl("class_gaussians", &dale_ext::stats::class_gaussians_cuda);
+  m.impl("_class_gaussians_backward", &dale_ext::stats::class_gaussians_backward_cuda);
+}
