@@ -1,4 +1,5 @@
-"""Turn a pytest-benchmark JSON into a markdown table of medians and kernel/reference ratios.
+"""Turn a pytest-benchmark JSON into a markdown table of medians and ratios: baseline / impl,
+where the baseline is the plain-PyTorch ``reference`` (ops) or the ``standard`` step (trainer).
 
     python -m benchmarks.summarise results/<file>.json > results/<file>.md
 """
@@ -24,13 +25,13 @@ def summarise(path: str) -> str:
         f"- torch {extra.get('torch')}, dale_ext build {extra.get('build')}",
         f"- commit {ci.get('id')} (dirty: {ci.get('dirty')}), {data.get('datetime')}",
         "",
-        "| benchmark | impl | median (ms) | reference / impl |",
+        "| benchmark | impl | median (ms) | baseline / impl |",
         "|---|---|---:|---:|",
     ]
     for group in sorted(groups):
         meds = groups[group]
-        ref = meds.get("reference")
-        for impl in sorted(meds, key=lambda k: (k != "kernel", k)):
+        ref = meds.get("reference", meds.get("standard"))  # kernels: reference; trainer: standard
+        for impl in sorted(meds, key=lambda k: (k not in ("kernel", "dale"), k)):
             ratio = f"{ref / meds[impl]:.2f}x" if ref else ""
             lines.append(f"| {group} | {impl} | {meds[impl] * 1e3:.2f} | {ratio} |")
     return "\n".join(lines) + "\n"

@@ -24,9 +24,14 @@ __version__ = "0.1.0"
 _LAZY_MODULES = ("reference", "metrics", "models", "train", "data", "cli")
 
 
+_LAZY_ATTRIBUTES = {"confidence_gradient": "dale_ext.train.confidence"}
+
+
 def __getattr__(name: str):
     if name in _LAZY_MODULES:
         return importlib.import_module(f"dale_ext.{name}")
+    if name in _LAZY_ATTRIBUTES:
+        return getattr(importlib.import_module(_LAZY_ATTRIBUTES[name]), name)
     raise AttributeError(f"module 'dale_ext' has no attribute {name!r}")
 
 

@@ -1,0 +1,368 @@
+"""Standard training and DALE (paper Algorithm 1) on any segmentation model.
+
+One DALE iteration, readable against the paper (data flow in DESIGN.md):
+
+    split            fuzzy_split -> M^f, M^n, X^f = M^f X, X^n = M^n X, Y^f, Y^n      Eqs. 3-7
+    nonfuzzy_step    logits, F_n = model(X^n); L(logits, Y^n); theta <- theta_n       Eq. 1
+    fuzzy forward    logits_f, F_f = model(X^f) at theta_n (shared by the next two)
+    confidence_step  g = dL_val/domega (exact, one JVP); K optimiser steps on omega   Eqs. 8-11
+                     (init 1, omega >= 0); clean = pixels whose omega moved up
+    fuzzy_step       L_W = wasserstein_loss(F_f on clean pixels, F_n.detach(), eps)  Eqs. 12-14
+                     L_f = mean(omega* M^f l) + alpha mean(omega* M^f) L_W; theta <- theta_f   Eq. 15
+
+Design notes:
+* The statistics of L_W are weighted by the soft masks: the fuzzy side by ``clean * M^f``, the
+  non-fuzzy side by ``M^n``, so each Gaussian describes its own region (features of the dimmed
+  rest of a masked image are not representative of it).
+* Multi-class soft labels are ``M * onehot(Y)`` (cross-entropy then equals ``M * CE``).
+* The confidence gradient runs outside autocast, in the model's dtype.
+* Randomness is owned: the trainer's generator draws eps; the epoch order comes from
+  ``seed`` and the epoch; checkpoints carry every RNG state, so a resumed run continues
+  bit-identically on the CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+
+from dale_ext.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dale_ext.train.confidence import _Functional, _jvp_step
+from dale_ext.train.config import TrainConfig
+from dale_ext.train.evaluate import evaluate
+from dale_ext.train.features import FeatureCapture
+from dale_ext.train.losses import PixelLoss, soft_dice_loss, soft_targets
+
+
+class Split(NamedTuple):
+    labels: torch.Tensor          # (B, H, W) hard labels
+    fuzzy_mask: torch.Tensor      # (B, H, W) M^f
+    nonfuzzy_mask: torch.Tensor   # (B, H, W) M^n
+    x_fuzzy: torch.Tensor
+    x_nonfuzzy: torch.Tensor
+    y_fuzzy: torch.Tensor         # soft targets M^f * Y
+    y_nonfuzzy: torch.Tensor
+
+
+@dataclass
+class Confidence:
+    omega: torch.Tensor           # omega* (B, H, W)
+    clean: torch.Tensor           # bool (B, H, W): omega moved up (-dL_val/domega > 0)
+    gradient: torch.Tensor        # dL_val/domega at omega = 1
+
+
+class Trainer:
+    """Standard training: the baseline DALE is compared with (one phase, the pixel loss)."""
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, *, device=None,
+                 optimizer: torch.optim.Optimizer | None = None):
+        self.config = config
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device)
+        self.optimizer = optimizer or torch.optim.Adam(self.model.parameters(), lr=config.lr,
+                                                       weight_decay=config.weight_decay)
+        self.pixel_loss = PixelLoss(config.loss, config.gce_q)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        backend = "inductor" if config.compile is True else config.compile
+        self.run = torch.compile(self.model, backend=backend) if backend else self.model
+        self.step = self.epoch = self.step_in_epoch = 0
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ helpers
+    def autocast(self):
+        if self.config.amp is None:
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.config.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def targets(self, labels: torch.Tensor, mask: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
+        return soft_targets(labels, mask, 2 if logits.shape[1] == 1 else logits.shape[1])
+
+    def seg_loss(self, logits, target, weight=None) -> torch.Tensor:
+        pixel = self.pixel_loss(logits.float(), target)
+        loss = (pixel if weight is None else pixel * weight).mean()
+        if self.config.dice_weight > 0:
+            loss = loss + self.config.dice_weight * soft_dice_loss(logits.float(), target)
+        return loss
+
+    def update(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.run(x)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    # ------------------------------------------------------------------ one iteration
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        self.model.train()
+        images, labels = images.to(self.device), labels.to(self.device)
+        with self.autocast():
+            logits = self.logits(images)
+        loss = self.seg_loss(logits, self.targets(labels, None, logits))
+        self.update(loss)
+        return {"loss": loss.item()}
+
+    # ------------------------------------------------------------------ loop
+    def epoch_batches(self, n: int, epoch: int) -> list[list[int]]:
+        """The epoch's batches: a permutation seeded by (seed, epoch); a last batch of one image
+        is dropped (BatchNorm in train mode needs two)."""
+        g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=g).tolist()
+        bs = self.config.batch_size
+        batches = [order[i:i + bs] for i in range(0, n, bs)]
+        if batches and len(batches[-1]) < 2 and len(batches) > 1:
+            batches.pop()
+        return batches
+
+    def fit(self, dataset, epochs: int | None = None, *, val_dataset=None, checkpoint: str | None = None,
+            resume: bool = False, max_steps: int | None = None, progress: bool = True,
+            on_epoch_end: Callable[[dict], None] | None = None) -> list[dict]:
+        """Train for ``epochs`` (config.epochs). With ``checkpoint``, state is saved at epoch
+        ends (and every ``config.checkpoint_every`` steps) and, with ``resume``, restored first.
+        ``max_steps`` stops early (after saving), as an interrupted run would."""
+        epochs = self.config.epochs if epochs is None else epochs
+        if resume and checkpoint and os.path.exists(checkpoint):
+            self.load(checkpoint)
+        bar = _progress(progress, total=epochs * len(self.epoch_batches(len(dataset), 0)), initial=self.step)
+        try:
+            while self.epoch < epochs:
+                batches = self.epoch_batches(len(dataset), self.epoch)
+                loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches[self.step_in_epoch:],
+                                                     num_workers=self.config.num_workers)
+                sums: dict[str, float] = {}
+                for images, labels in loader:
+                    out = self.train_step(images, labels)
+                    for k, v in out.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    self.step += 1
+                    self.step_in_epoch += 1
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{out['loss']:.4f}")
+                    every = self.config.checkpoint_every
+                    if checkpoint and every and self.step % every == 0:
+                        self.save(checkpoint)
+                    if max_steps is not None and self.step >= max_steps:
+                        if checkpoint:
+                            self.save(checkpoint)
+                        return self.history
+                record = {"epoch": self.epoch + 1, "step": self.step,
+                          **{k: v / max(1, self.step_in_epoch) for k, v in sums.items()}}
+                if val_dataset is not None:
+                    record.update({f"val_{k}": v for k, v in self.evaluate(val_dataset).items()})
+                self.epoch += 1
+                self.step_in_epoch = 0
+                self.history.append(record)
+                if on_epoch_end is not None:
+                    on_epoch_end(record)
+                if checkpoint:
+                    self.save(checkpoint)
+        finally:
+            if bar is not None:
+                bar.close()
+        return self.history
+
+    def evaluate(self, dataset, **kwargs) -> dict[str, float]:
+        return evaluate(self.model, dataset, self.config.num_classes, device=self.device, **kwargs)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": rng_state(),
+            "step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+            "history": self.history,
+            "config": self.config.to_dict(),
+        }
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        set_rng_state(state["rng"])
+        self.step, self.epoch, self.step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
+        self.history = list(state["history"])
+
+    def save(self, path: str) -> None:
+        save_checkpoint(path, self.state_dict())
+
+    def load(self, path: str) -> None:
+        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+
+    def close(self) -> None:
+        """Release what the trainer attached to the model (nothing for standard training)."""
+
+
+class DaleTrainer(Trainer):
+    """DALE (Algorithm 1): non-fuzzy step, confidence, fuzzy step with distribution alignment."""
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, **kwargs):
+        super().__init__(model, config, **kwargs)
+        self.capture = FeatureCapture(self.model, config.feature_module)
+        self.functional = _Functional(self.model)
+
+    def close(self) -> None:
+        self.capture.close()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with self.autocast():
+            self.capture.features = None
+            out = self.run(x)
+        if isinstance(out, (tuple, list)):
+            return out[0], out[1]
+        return out, self.capture.features
+
+    # ------------------------------------------------------------------ Eqs. 3-7
+    def split(self, images: torch.Tensor, labels: torch.Tensor, channels: int) -> Split:
+        from dale_ext import fuzzy_split
+
+        c = self.config
+        fs = fuzzy_split(images, labels, patch_size=c.patch_size, tau=c.tau, bins=c.bins)
+        fm, nm = fs.fuzzy_mask, fs.nonfuzzy_mask
+        if not (c.use_entropy and c.use_edges):  # ablation (Tab. 4): one criterion only
+            fm, nm = _masks_from(fs.entropy if c.use_entropy else fs.edge_ratio, c.tau, c.patch_size, images.shape)
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images
+        ncls = 2 if channels == 1 else channels
+        return Split(labels, fm[:, 0], nm[:, 0], (fm * x).to(x.dtype), (nm * x).to(x.dtype),
+                     soft_targets(labels, fm[:, 0], ncls), soft_targets(labels, nm[:, 0], ncls))
+
+    # ------------------------------------------------------------------ Eq. 1
+    def nonfuzzy_step(self, s: Split) -> tuple[float, torch.Tensor | None]:
+        logits, features = self.forward(s.x_nonfuzzy)
+        loss = self.seg_loss(logits, s.y_nonfuzzy)
+        self.update(loss)
+        return loss.item(), None if features is None else features.detach()
+
+    # ------------------------------------------------------------------ Eqs. 8-11
+    def confidence_step(self, s: Split, fuzzy_losses: torch.Tensor) -> Confidence:
+        """K optimiser steps on omega along dL_val/domega, each exact (one JVP). ``fuzzy_losses``
+        are the per-pixel losses of the shared fuzzy forward (their graph gives the virtual
+        step's gradient without another forward)."""
+        c = self.config
+        f = self.functional
+        params = dict(self.model.named_parameters())
+        trainable = [params[n] for n in f.names]
+        theta = f.params()
+        omega = torch.ones_like(fuzzy_losses, requires_grad=True)
+        opt = (torch.optim.Adam if c.omega_optimizer == "adam" else torch.optim.SGD)([omega], lr=c.omega_lr)
+        inner_lr = c.inner_lr or c.lr
+        first = None
+        self.capture.enabled = False
+        try:
+            for _ in range(c.omega_steps):
+                inner = torch.autograd.grad((omega.detach() * fuzzy_losses).mean(), trainable, retain_graph=True)
+                g = _jvp_step(f, theta, dict(zip(f.names, inner)), self.pixel_loss, s.x_fuzzy, s.y_fuzzy,
+                              s.x_nonfuzzy, s.y_nonfuzzy, inner_lr, fuzzy_losses.numel())
+                first = g if first is None else first
+                opt.zero_grad(set_to_none=True)
+                omega.grad = g.to(omega.dtype)
+                opt.step()
+                with torch.no_grad():
+                    omega.clamp_(min=0)
+        finally:
+            self.capture.enabled = True
+        omega = omega.detach()
+        return Confidence(omega, omega > 1, first)
+
+    # ------------------------------------------------------------------ Eqs. 12-15
+    def fuzzy_step(self, s: Split, logits: torch.Tensor, features: torch.Tensor | None, fuzzy_losses: torch.Tensor,
+                   conf: Confidence | None, features_n: torch.Tensor | None) -> dict[str, float]:
+        from dale_ext import wasserstein_loss
+
+        c = self.config
+        omega = conf.omega if conf is not None else torch.ones_like(fuzzy_losses)
+        weight = omega * s.fuzzy_mask
+        loss_seg = (weight * fuzzy_losses).mean()
+        if c.dice_weight > 0:
+            loss_seg = loss_seg + c.dice_weight * soft_dice_loss(logits.float(), s.y_fuzzy)
+        out = {"loss_fuzzy": loss_seg.item(), "loss_w": 0.0}
+        loss = loss_seg
+        if c.use_alignment and c.alpha > 0:
+            if features is None or features_n is None:
+                raise RuntimeError("DALE: no features captured; set TrainConfig.feature_module to the module "
+                                   "before the segmentation head, or return (logits, features) from the model")
+            clean = conf.clean if conf is not None else torch.ones_like(s.fuzzy_mask, dtype=torch.bool)
+            size = features.shape[-2:]
+            lab = _resize_labels(s.labels, size)
+            w_in = _resize_weights(clean.float() * s.fuzzy_mask, size)
+            w_t = _resize_weights(s.nonfuzzy_mask, size)
+            eps = float(torch.rand((), generator=self.generator)) * c.eps_max
+            lw = wasserstein_loss(features.float(), lab, features_n.float(), lab, c.num_classes, input_weights=w_in,
+                                  target_weights=w_t, perturbation=eps, eps=c.ridge, min_count=c.min_count)
+            loss = loss + c.alpha * weight.mean() * lw
+            out["loss_w"] = lw.item()
+        self.update(loss)
+        return out
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        self.model.train()
+        images, labels = images.to(self.device), labels.to(self.device)
+        channels = _output_channels(self.model, self.config)
+        s = self.split(images, labels, channels)
+        loss_n, features_n = self.nonfuzzy_step(s)
+        logits_f, features_f = self.forward(s.x_fuzzy)
+        fuzzy_losses = self.pixel_loss(logits_f.float(), s.y_fuzzy)
+        conf = self.confidence_step(s, fuzzy_losses) if self.config.use_omega else None
+        out = self.fuzzy_step(s, logits_f, features_f, fuzzy_losses, conf, features_n)
+        out.update(loss=loss_n + out["loss_fuzzy"], loss_nonfuzzy=loss_n)
+        if conf is not None:
+            out["clean_fraction"] = conf.clean.float().mean().item()
+            out["omega_mean"] = conf.omega.mean().item()
+        return out
+
+
+def build_trainer(model: torch.nn.Module, config: TrainConfig, **kwargs) -> Trainer:
+    """The trainer for ``config.method``."""
+    return (DaleTrainer if config.method == "dale" else Trainer)(model, config, **kwargs)
+
+
+def _output_channels(model: torch.nn.Module, config: TrainConfig) -> int:
+    n = getattr(model, "num_classes", None)
+    if isinstance(n, int):
+        return n
+    return 1 if config.num_classes == 2 else config.num_classes
+
+
+def _masks_from(patch_values: torch.Tensor, tau: float, patch: int, shape) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eqs. 5-6 from one criterion (the AE-only / ER-only ablations)."""
+    B, _, H, W = shape
+    v = patch_values.double().flatten(1)
+    lo, hi = v.min(1, keepdim=True).values, v.max(1, keepdim=True).values
+    m = torch.where(hi > lo, (v - lo) / torch.where(hi > lo, hi - lo, 1.0), 0.0).view_as(patch_values)
+    fm = torch.where(m > tau, 1.0, m).float()
+    nm = torch.where(m < tau, 1.0, 1.0 - m).float()
+    up = lambda t: t.repeat_interleave(patch, 1)[:, :H].repeat_interleave(patch, 2)[:, :, :W].unsqueeze(1)  # noqa: E731
+    return up(fm), up(nm)
+
+
+def _resize_labels(labels: torch.Tensor, size) -> torch.Tensor:
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    return torch.nn.functional.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+def _resize_weights(w: torch.Tensor, size) -> torch.Tensor:
+    if tuple(w.shape[-2:]) == tuple(size):
+        return w
+    return torch.nn.functional.interpolate(w[:, None], size=size, mode="area")[:, 0]
+
+
+def _progress(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False)
+
