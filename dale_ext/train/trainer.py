@@ -128,6 +128,7 @@ class Trainer:
         ends (and every ``config.checkpoint_every`` steps) and, with ``resume``, restored first.
         ``max_steps`` stops early (after saving), as an interrupted run would."""
         epochs = self.config.epochs if epochs is None else epochs
+        self._augment_generator = _transform_generator(dataset)
         if resume and checkpoint and os.path.exists(checkpoint):
             self.load(checkpoint)
         bar = _progress(progress, total=epochs * len(self.epoch_batches(len(dataset), 0)), initial=self.step)
@@ -183,6 +184,9 @@ class Trainer:
             "history": self.history,
             "config": self.config.to_dict(),
         }
+        gen = getattr(self, "_augment_generator", None)
+        if gen is not None:  # a random augmentation's stream continues where it stopped
+            state["augment_generator"] = gen.get_state()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -192,6 +196,9 @@ class Trainer:
         set_rng_state(state["rng"])
         self.step, self.epoch, self.step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
         self.history = list(state["history"])
+        gen = getattr(self, "_augment_generator", None)
+        if gen is not None and "augment_generator" in state:
+            gen.set_state(state["augment_generator"])
 
     def save(self, path: str) -> None:
         save_checkpoint(path, self.state_dict())
@@ -254,7 +261,10 @@ class DaleTrainer(Trainer):
         trainable = [params[n] for n in f.names]
         theta = f.params()
         omega = torch.ones_like(fuzzy_losses, requires_grad=True)
-        opt = (torch.optim.Adam if c.omega_optimizer == "adam" else torch.optim.SGD)([omega], lr=c.omega_lr)
+        # Adam's eps is ~0 here: dL_val/domega is tiny (it carries inner_lr / n), and with the usual
+        # 1e-8 the first step's size would depend on batch and image size instead of being ~lr.
+        opt = (torch.optim.Adam([omega], lr=c.omega_lr, eps=1e-30) if c.omega_optimizer == "adam"
+               else torch.optim.SGD([omega], lr=c.omega_lr))
         inner_lr = c.inner_lr or c.lr
         first = None
         self.capture.enabled = False
@@ -355,6 +365,19 @@ def _resize_weights(w: torch.Tensor, size) -> torch.Tensor:
     if tuple(w.shape[-2:]) == tuple(size):
         return w
     return torch.nn.functional.interpolate(w[:, None], size=size, mode="area")[:, 0]
+
+
+def _transform_generator(dataset) -> torch.Generator | None:
+    """The torch.Generator of the dataset's random transform (e.g. dale_ext.data.Augment), if any,
+    looking through Subset-like wrappers."""
+    for _ in range(4):
+        gen = getattr(getattr(dataset, "transform", None), "generator", None)
+        if isinstance(gen, torch.Generator):
+            return gen
+        dataset = getattr(dataset, "dataset", None)
+        if dataset is None:
+            return None
+    return None
 
 
 def _progress(enabled: bool, total: int, initial: int):

@@ -106,6 +106,23 @@ def test_resume_after_kill_is_bit_identical(data, tmp_path):
     assert ckpt["step"] == 6 and ckpt["config"]["method"] == "dale"
 
 
+def test_resume_with_random_augmentation_is_bit_identical(tmp_path):
+    from dale_ext.data import Augment
+
+    def data():
+        return SyntheticDataset("train", n=8, size=32, seed=5, transform=Augment(seed=11, p_scale=0.5))
+
+    ck = str(tmp_path / "aug.pt")
+    full = Trainer(model(), config(method="standard", epochs=2), device="cpu")
+    full.fit(data(), progress=False)
+    killed = Trainer(model(), config(method="standard", epochs=2), device="cpu")
+    killed.fit(data(), checkpoint=ck, max_steps=3, progress=False)
+    resumed = Trainer(model(seed=7), config(method="standard", epochs=2), device="cpu")
+    resumed.fit(data(), checkpoint=ck, resume=True, progress=False)
+    for (n, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), n
+
+
 @pytest.mark.parametrize("ablation", [
     dict(use_entropy=False), dict(use_edges=False), dict(use_omega=False), dict(use_alignment=False),
     dict(omega_steps=2, omega_optimizer="sgd"), dict(loss="gce"), dict(dice_weight=0.5),
