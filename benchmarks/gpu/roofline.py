@@ -53,15 +53,19 @@ def fuzzy_split_fraction(bw: float) -> dict:
 
 
 def main(outdir: str) -> None:
-    info = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "python": platform.python_version()}
+    gpu = torch.cuda.is_available()
+    info = {"gpu": torch.cuda.get_device_name() if gpu else None, "torch": torch.__version__,
+            "cuda": torch.version.cuda, "python": platform.python_version()}
     try:
         info["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     except OSError:
         info["commit"] = None
-    bw = copy_bandwidth()
-    info["copy_bandwidth_GBps"] = bw
-    info["fuzzy_split_roofline"] = fuzzy_split_fraction(bw)
+    if gpu:
+        bw = copy_bandwidth()
+        info["copy_bandwidth_GBps"] = bw
+        info["fuzzy_split_roofline"] = fuzzy_split_fraction(bw)
+    else:
+        info["note"] = "no GPU: dry run (no bandwidth figures)"
     status = {}
     path = os.path.join(outdir, "status.txt")
     if os.path.exists(path):

@@ -43,8 +43,14 @@ struct CpuFuzzySplit {
         : hist(g.bins, 0), q(g.ph * g.W), s(g.W), si(g.W), e(g.W), edges(g.Lw), frow(g.W), nrow(g.W) {}
   };
 
+  // output pointers, taken once (data_ptr checks its type on every call)
+  float *fmask_, *nmask_;
+  out_t *fimg_, *nimg_;
+
   CpuFuzzySplit(const Geometry& g_, const scalar_t* img_, const label_t* lab_, Outputs* out_)
-      : g(g_), img(img_), lab(lab_), out(out_) {
+      : g(g_), img(img_), lab(lab_), out(out_), fmask_(out_->fuzzy_mask.data_ptr<float>()),
+        nmask_(out_->nonfuzzy_mask.data_ptr<float>()), fimg_(out_->fuzzy_image.template data_ptr<out_t>()),
+        nimg_(out_->nonfuzzy_image.template data_ptr<out_t>()) {
     const int64_t n = g.B * g.Lh * g.Lw;
     r64.resize(n);
     e64.resize(n);
@@ -185,13 +191,13 @@ struct CpuFuzzySplit {
     }
     for (int64_t r = 0; r < hh; ++r) {
       const int64_t o = b * plane + (y0 + r) * W;
-      std::copy(frow, frow + W, out->fuzzy_mask.data_ptr<float>() + o);
-      std::copy(nrow, nrow + W, out->nonfuzzy_mask.data_ptr<float>() + o);
+      std::copy(frow, frow + W, fmask_ + o);
+      std::copy(nrow, nrow + W, nmask_ + o);
       for (int64_t c = 0; c < g.C; ++c) {
         const int64_t oc = (b * g.C + c) * plane + (y0 + r) * W;
         const scalar_t* src = img + oc;
-        out_t* fd = out->fuzzy_image.template data_ptr<out_t>() + oc;
-        out_t* nd = out->nonfuzzy_image.template data_ptr<out_t>() + oc;
+        out_t* fd = fimg_ + oc;
+        out_t* nd = nimg_ + oc;
         for (int64_t x = 0; x < W; ++x) {
           fd[x] = MaskedPixel<scalar_t>::apply(frow[x], src[x]);
           nd[x] = MaskedPixel<scalar_t>::apply(nrow[x], src[x]);
