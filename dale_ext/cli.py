@@ -98,10 +98,18 @@ def _run_config(args) -> "RunConfig":  # noqa: F821
 def cmd_train(args) -> int:
     from dale_ext.runs import evaluate_run, train_run
 
+    from dale_ext.train import distributed as dist_utils
+
     cfg = _run_config(args)
+    device = dist_utils.init_from_env(cfg.device)   # under torchrun: one process per GPU / CPU share
+    if device is not None:
+        cfg.device = device
     out = args.out or os.path.join("runs", cfg.train.method)
     trainer, history = train_run(cfg, out, resume=args.resume, progress=not args.quiet)
-    print(f"trained {len(history)} epoch(s); checkpoint: {os.path.join(out, 'checkpoint.pt')}")
+    if not dist_utils.is_main():
+        return 0
+    print(f"trained {len(history)} epoch(s); checkpoint: {os.path.join(out, 'checkpoint.pt')}"
+          + (f" ({dist_utils.world_size()} processes)" if dist_utils.active() else ""))
     if not args.no_eval:
         results = evaluate_run(cfg, trainer.model, out)
         _print_metrics(results)

@@ -160,21 +160,25 @@ def train_run(cfg: RunConfig, out_dir: str, *, resume: bool = False, progress: b
     """Train per ``cfg`` into ``out_dir``; returns the trainer (hooks removed) and its history."""
     from dale_ext import viz
     from dale_ext.train import build_trainer
+    from dale_ext.train import distributed as dist_utils
 
-    os.makedirs(out_dir, exist_ok=True)
-    save_yaml(cfg.to_dict(), os.path.join(out_dir, "config.yaml"))
+    main = dist_utils.is_main()  # under torchrun, rank 0 writes the run directory
+    if main:
+        os.makedirs(out_dir, exist_ok=True)
+        save_yaml(cfg.to_dict(), os.path.join(out_dir, "config.yaml"))
+        if not resume and os.path.exists(os.path.join(out_dir, "log.csv")):
+            os.remove(os.path.join(out_dir, "log.csv"))
+    dist_utils.barrier()
     train, val = training_data(cfg)
     model = build_run_model(cfg, in_channels=train[0][0].shape[0])
     trainer = build_trainer(model, cfg.train, device=cfg.device)
     ckpt = os.path.join(out_dir, "checkpoint.pt")
-    if not resume and os.path.exists(os.path.join(out_dir, "log.csv")):
-        os.remove(os.path.join(out_dir, "log.csv"))
     try:
         history = trainer.fit(train, val_dataset=val, checkpoint=ckpt, resume=resume, progress=progress,
-                              on_epoch_end=EpochLog(out_dir))
+                              on_epoch_end=EpochLog(out_dir) if main else None)
     finally:
         trainer.close()
-    if history:
+    if history and main:
         viz.plot_curves({cfg.train.method: history}, os.path.join(out_dir, "curves.png"))
     return trainer, history
 

@@ -109,6 +109,64 @@ def _check_loss_args(input, target, num_classes, perturbation, eps, min_count, r
         raise ValueError(f"{op}: `reduction` must be one of {_REDUCTIONS}; got {reduction!r}")
 
 
+# ---------------------------------------------------------------- distributed statistics
+class _SumGradAcrossRanks(torch.autograd.Function):
+    """Identity forward; backward sums the incoming gradient over the ranks of ``group``, as
+    SyncBatchNorm does: every rank's loss may use the global statistics, so the gradient reaching
+    a rank's features is that of the sum of all ranks' losses (DDP then averages over ranks)."""
+
+    @staticmethod
+    def forward(ctx, group, *tensors):
+        ctx.group = group
+        out = tuple(t.view_as(t) for t in tensors)
+        return out if len(out) > 1 else out[0]
+
+    @staticmethod
+    def backward(ctx, *grads):  # grads are materialised (zeros where unused): every rank reduces all
+        import torch.distributed as dist
+
+        out = []
+        for g in grads:
+            g = g.contiguous().clone()
+            dist.all_reduce(g, op=dist.ReduceOp.SUM, group=ctx.group)
+            out.append(g)
+        return (None, *out)
+
+
+def _global_statistics(local: ClassGaussians, group) -> ClassGaussians:
+    """Merge per-rank (count, mean, covariance) into the statistics of all ranks' pixels
+    (float64, two all-reduces): n = sum n_r, mu = sum n_r mu_r / n,
+    Sigma = sum n_r (Sigma_r + (mu_r - mu)(mu_r - mu)^T) / n (Chan's merge, no cancellation).
+    Differentiable w.r.t. the local statistics; other ranks' contributions are constants here and
+    the dependence of their terms on mu vanishes (sum n_r (mu_r - mu) = 0), so mu is detached in
+    the second moment."""
+    import torch.distributed as dist
+
+    n, mu, cov = local
+
+    def all_sum(t):
+        total = t.detach().clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+        return t + (total - t.detach())       # value: the sum over ranks; gradient: to local t
+
+    n_g = all_sum(n)
+    pos = n_g > 0
+    safe = torch.where(pos, n_g, torch.ones_like(n_g))
+    mu_g = torch.where(pos[:, None], all_sum(n[:, None] * mu) / safe[:, None], torch.zeros_like(mu))
+    d = mu - mu_g.detach()
+    m2 = all_sum(n[:, None, None] * (cov + d[:, :, None] * d[:, None, :]))
+    cov_g = torch.where(pos[:, None, None], m2 / safe[:, None, None], torch.zeros_like(cov))
+    return ClassGaussians(*_SumGradAcrossRanks.apply(group, n_g, mu_g, cov_g))
+
+
+def _check_group(process_group, op):
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ValueError(f"{op}: `process_group` was given but torch.distributed is not initialised")
+    return None if process_group is True else process_group
+
+
 # ---------------------------------------------------------------- class_gaussians
 def _class_gaussians64(features, labels, num_classes, weights, ignore_index) -> ClassGaussians:
     """float64 statistics from the compiled op (or the reference where no kernel exists)."""
@@ -121,7 +179,8 @@ def _class_gaussians64(features, labels, num_classes, weights, ignore_index) -> 
         features, labels, int(num_classes), weights, int(ignore_index)))
 
 
-def class_gaussians(features, labels, num_classes, *, weights=None, ignore_index=-100) -> ClassGaussians:
+def class_gaussians(features, labels, num_classes, *, weights=None, ignore_index=-100,
+                    process_group=None) -> ClassGaussians:
     """Weighted per-class count, mean and biased covariance of pixel features.
 
     Args:
@@ -136,9 +195,15 @@ def class_gaussians(features, labels, num_classes, *, weights=None, ignore_index
         ``covs_c = sum w (x - mu_c)(x - mu_c)^T / counts_c`` (weighted, biased, as POT's empirical
         estimator); zeros for a class with zero count. float32 (float64 for float64 features).
         Differentiable w.r.t. ``features`` and ``weights``.
+
+    With ``process_group`` (a torch.distributed group, or ``True`` for the default group) the
+    statistics are those of all ranks' pixels together; the backward gives each rank the
+    gradient of the sum of all ranks' losses w.r.t. its own features (as SyncBatchNorm).
     """
     _check_statistics_inputs(features, labels, num_classes, weights, ignore_index, "class_gaussians")
     out = _class_gaussians64(features, labels, num_classes, weights, ignore_index)
+    if process_group is not None:
+        out = _global_statistics(out, _check_group(process_group, "class_gaussians"))
     dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
     return ClassGaussians(*(t.to(dtype) for t in out))
 
@@ -253,7 +318,7 @@ def _reduce(w2, valid, reduction):
 
 def wasserstein_loss(input, input_labels, target, target_labels, num_classes, *, input_weights=None,
                      target_weights=None, perturbation=0.0, eps=1e-5, min_count=2.0, ignore_index=-100,
-                     reduction="sum") -> torch.Tensor:
+                     reduction="sum", process_group=None) -> torch.Tensor:
     """DALE's distribution alignment loss L_W (paper Eq. 14) between per-class Gaussians.
 
     For every class c: ``W^2(N(mu_t, Sigma_t + perturbation * 11^T + eps I), N(mu_in, Sigma_in + eps I))``
@@ -271,6 +336,10 @@ def wasserstein_loss(input, input_labels, target, target_labels, num_classes, *,
         eps: ridge added to both covariances (numerical stability).
         min_count: classes with fewer (weighted) pixels on either side are skipped.
         reduction: "sum" (Eq. 14), "mean" over contributing classes, or "none" -> (C,).
+        process_group: a torch.distributed group (or ``True`` for the default group): both sides'
+            statistics are then those of all ranks' pixels, and the backward gives each rank the
+            gradient of the sum of all ranks' losses w.r.t. its own features (as SyncBatchNorm;
+            under DDP, whose gradient averaging then yields the global-batch gradient).
     Returns:
         The loss in ``input``'s dtype (float32 for half/bfloat16). Gradients flow into ``input``
         and ``target`` (and the weights); detach ``target`` when it is a fixed reference.
@@ -281,6 +350,9 @@ def wasserstein_loss(input, input_labels, target, target_labels, num_classes, *,
                              "wasserstein_loss (target)")
     si = _class_gaussians64(input, input_labels, num_classes, input_weights, ignore_index)
     st = _class_gaussians64(target, target_labels, num_classes, target_weights, ignore_index)
+    if process_group is not None:
+        group = _check_group(process_group, "wasserstein_loss")
+        si, st = _global_statistics(si, group), _global_statistics(st, group)
     cov_t, cov_in = _regularised(st.covs, si.covs, float(perturbation), float(eps))
     w2 = gaussian_w2(st.means, cov_t, si.means, cov_in)
     valid = (si.counts >= min_count) & (st.counts >= min_count)

@@ -77,11 +77,16 @@ def confidence_gradient(model: torch.nn.Module, pixel_loss: PixelLoss, x_fuzzy: 
 
 
 def _jvp_step(f: _Functional, theta, inner_grads, pixel_loss, x_fuzzy, y_fuzzy, x_nonfuzzy, y_nonfuzzy,
-              inner_lr: float, n: int) -> torch.Tensor:
-    """Given grad_theta L_in at theta: the virtual step, grad L_val(theta') and the JVP."""
+              inner_lr: float, n: int, reduce=None) -> torch.Tensor:
+    """Given grad_theta L_in at theta: the virtual step, grad L_val(theta') and the JVP. With data
+    parallelism, ``reduce`` averages the validation gradient over ranks in place (the inner
+    gradient is passed in already averaged) and ``n`` counts the pixels of all ranks."""
     theta_p = {k: (theta[k] - inner_lr * inner_grads[k]).requires_grad_() for k in theta}
     val = pixel_loss(f(theta_p, x_nonfuzzy), y_nonfuzzy).mean()
-    v = dict(zip(theta_p, torch.autograd.grad(val, list(theta_p.values()))))
+    grads = list(torch.autograd.grad(val, list(theta_p.values())))
+    if reduce is not None:
+        reduce(grads)
+    v = dict(zip(theta_p, grads))
     _, jv = jvp(lambda p: pixel_loss(f(p, x_fuzzy), y_fuzzy), (theta,), (v,))
     return (-inner_lr / n) * jv.detach()
 

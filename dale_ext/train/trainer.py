@@ -29,6 +29,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from dale_ext.train import distributed as dist_utils
 from dale_ext.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dale_ext.train.confidence import _Functional, _jvp_step
 from dale_ext.train.config import TrainConfig
@@ -68,6 +69,16 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         backend = "inductor" if config.compile is True else config.compile
         self.run = torch.compile(self.model, backend=backend) if backend else self.model
+        # Data parallelism (under torchrun): DDP averages the updates' gradients; each rank sees
+        # batch_size / world_size images of every global batch.
+        self.distributed = dist_utils.active()
+        if self.distributed:
+            w = dist_utils.world_size()
+            if config.batch_size % w:
+                raise ValueError(f"TrainConfig: batch_size ({config.batch_size}, the global batch) must be "
+                                 f"divisible by the number of processes ({w})")
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.run = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.step = self.epoch = self.step_in_epoch = 0
         self.history: list[dict] = []
 
@@ -111,8 +122,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def epoch_batches(self, n: int, epoch: int) -> list[list[int]]:
-        """The epoch's batches: a permutation seeded by (seed, epoch); a last batch of one image
-        is dropped (BatchNorm in train mode needs two)."""
+        """This process's batches of the epoch: a permutation seeded by (seed, epoch); a last
+        batch of one image is dropped (BatchNorm in train mode needs two). Under torchrun,
+        DistributedSampler's shard of the epoch in batches of batch_size / world_size."""
+        if self.distributed:
+            sampler = torch.utils.data.DistributedSampler(range(n), shuffle=True, seed=self.config.seed, drop_last=True)
+            sampler.set_epoch(epoch)
+            order = list(sampler)
+            bs = self.config.batch_size // dist_utils.world_size()
+            return [order[i:i + bs] for i in range(0, len(order) - bs + 1, bs)]
         g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         order = torch.randperm(n, generator=g).tolist()
         bs = self.config.batch_size
@@ -126,12 +144,14 @@ class Trainer:
             on_epoch_end: Callable[[dict], None] | None = None) -> list[dict]:
         """Train for ``epochs`` (config.epochs). With ``checkpoint``, state is saved at epoch
         ends (and every ``config.checkpoint_every`` steps) and, with ``resume``, restored first.
-        ``max_steps`` stops early (after saving), as an interrupted run would."""
+        ``max_steps`` stops early (after saving), as an interrupted run would. Under torchrun only
+        rank 0 shows progress, evaluates, logs and writes checkpoints; every rank resumes."""
         epochs = self.config.epochs if epochs is None else epochs
         self._augment_generator = _transform_generator(dataset)
         if resume and checkpoint and os.path.exists(checkpoint):
             self.load(checkpoint)
-        bar = _progress(progress, total=epochs * len(self.epoch_batches(len(dataset), 0)), initial=self.step)
+        main = dist_utils.is_main()
+        bar = _progress(progress and main, total=epochs * len(self.epoch_batches(len(dataset), 0)), initial=self.step)
         try:
             while self.epoch < epochs:
                 batches = self.epoch_batches(len(dataset), self.epoch)
@@ -156,12 +176,12 @@ class Trainer:
                         return self.history
                 record = {"epoch": self.epoch + 1, "step": self.step,
                           **{k: v / max(1, self.step_in_epoch) for k, v in sums.items()}}
-                if val_dataset is not None:
+                if val_dataset is not None and main:
                     record.update({f"val_{k}": v for k, v in self.evaluate(val_dataset).items()})
                 self.epoch += 1
                 self.step_in_epoch = 0
                 self.history.append(record)
-                if on_epoch_end is not None:
+                if on_epoch_end is not None and main:
                     on_epoch_end(record)
                 if checkpoint:
                     self.save(checkpoint)
@@ -201,7 +221,10 @@ class Trainer:
             gen.set_state(state["augment_generator"])
 
     def save(self, path: str) -> None:
-        save_checkpoint(path, self.state_dict())
+        """Write a checkpoint (rank 0 only under torchrun; the others wait for it)."""
+        if dist_utils.is_main():
+            save_checkpoint(path, self.state_dict())
+        dist_utils.barrier()
 
     def load(self, path: str) -> None:
         self.load_state_dict(load_checkpoint(path, map_location=self.device))
@@ -267,12 +290,18 @@ class DaleTrainer(Trainer):
                else torch.optim.SGD([omega], lr=c.omega_lr))
         inner_lr = c.inner_lr or c.lr
         first = None
+        # with data parallelism the virtual step and L_val are those of the global batch: both
+        # gradients are averaged over ranks, and dL_val/domega_i carries 1 / (all ranks' pixels)
+        reduce = dist_utils.average_ if self.distributed else None
+        n = fuzzy_losses.numel() * dist_utils.world_size()
         self.capture.enabled = False
         try:
             for _ in range(c.omega_steps):
-                inner = torch.autograd.grad((omega.detach() * fuzzy_losses).mean(), trainable, retain_graph=True)
+                inner = list(torch.autograd.grad((omega.detach() * fuzzy_losses).mean(), trainable, retain_graph=True))
+                if reduce is not None:
+                    reduce(inner)
                 g = _jvp_step(f, theta, dict(zip(f.names, inner)), self.pixel_loss, s.x_fuzzy, s.y_fuzzy,
-                              s.x_nonfuzzy, s.y_nonfuzzy, inner_lr, fuzzy_losses.numel())
+                              s.x_nonfuzzy, s.y_nonfuzzy, inner_lr, n, reduce=reduce)
                 first = g if first is None else first
                 opt.zero_grad(set_to_none=True)
                 omega.grad = g.to(omega.dtype)
@@ -308,7 +337,8 @@ class DaleTrainer(Trainer):
             w_t = _resize_weights(s.nonfuzzy_mask, size)
             eps = float(torch.rand((), generator=self.generator)) * c.eps_max
             lw = wasserstein_loss(features.float(), lab, features_n.float(), lab, c.num_classes, input_weights=w_in,
-                                  target_weights=w_t, perturbation=eps, eps=c.ridge, min_count=c.min_count)
+                                  target_weights=w_t, perturbation=eps, eps=c.ridge, min_count=c.min_count,
+                                  process_group=True if self.distributed else None)
             loss = loss + c.alpha * weight.mean() * lw
             out["loss_w"] = lw.item()
         self.update(loss)
