@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import nn
 
 Upsampling = Literal["transpose", "bilinear"]
@@ -52,3 +53,18 @@ def make_upsampler(in_channels: int, out_channels: int, mode: Upsampling) -> nn.
 def level_channels(base_channels: int, depth: int) -> list[int]:
     """Widths of the encoder levels 0..depth: the width doubles after every downsampling."""
     return [base_channels * 2**level for level in range(depth + 1)]
+
+
+def build_encoder(in_channels: int, widths: list[int]) -> tuple[nn.Module, nn.Module, nn.ModuleList]:
+    """The U-Net contracting path shared by UNet and AttentionUNet: (stem, pool, encoder)."""
+    stem = DoubleConv(in_channels, widths[0])
+    encoder = nn.ModuleList(DoubleConv(widths[i - 1], widths[i]) for i in range(1, len(widths)))
+    return stem, nn.MaxPool2d(2), encoder
+
+
+def encode(stem: nn.Module, pool: nn.Module, encoder: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+    """Feature maps of every level, finest first (the last one is the bottleneck)."""
+    skips = [stem(x)]
+    for block in encoder:
+        skips.append(block(pool(skips[-1])))
+    return skips

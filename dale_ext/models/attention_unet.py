@@ -7,7 +7,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from dale_ext.models._base import SegmentationModel
-from dale_ext.models._blocks import DoubleConv, Upsampling, check_upsampling, level_channels, make_upsampler
+from dale_ext.models._blocks import (
+    DoubleConv,
+    Upsampling,
+    build_encoder,
+    check_upsampling,
+    encode,
+    level_channels,
+    make_upsampler,
+)
 
 
 class AttentionGate(nn.Module):
@@ -56,9 +64,7 @@ class AttentionUNet(SegmentationModel):
         self.upsampling = upsampling
         widths = level_channels(base_channels, depth)
 
-        self.stem = DoubleConv(in_channels, widths[0])
-        self.pool = nn.MaxPool2d(2)
-        self.encoder = nn.ModuleList(DoubleConv(widths[i - 1], widths[i]) for i in range(1, depth + 1))
+        self.stem, self.pool, self.encoder = build_encoder(in_channels, widths)
         # index k of each list works on level depth-k-1, deepest first
         decoder_levels = list(reversed(range(depth)))
         self.gates = nn.ModuleList(
@@ -69,9 +75,7 @@ class AttentionUNet(SegmentationModel):
         self.segmentation_head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
-        skips = [self.stem(x)]
-        for block in self.encoder:
-            skips.append(block(self.pool(skips[-1])))
+        skips = encode(self.stem, self.pool, self.encoder, x)
         x = skips.pop()  # the bottleneck
         for gate, upsample, block in zip(self.gates, self.upsamplers, self.decoder):
             skip = skips.pop()

@@ -6,7 +6,15 @@ import torch
 from torch import nn
 
 from dale_ext.models._base import SegmentationModel
-from dale_ext.models._blocks import DoubleConv, Upsampling, check_upsampling, level_channels, make_upsampler
+from dale_ext.models._blocks import (
+    DoubleConv,
+    Upsampling,
+    build_encoder,
+    check_upsampling,
+    encode,
+    level_channels,
+    make_upsampler,
+)
 
 
 class UNet(SegmentationModel):
@@ -31,9 +39,7 @@ class UNet(SegmentationModel):
         self.upsampling = upsampling
         widths = level_channels(base_channels, depth)
 
-        self.stem = DoubleConv(in_channels, widths[0])
-        self.pool = nn.MaxPool2d(2)
-        self.encoder = nn.ModuleList(DoubleConv(widths[i - 1], widths[i]) for i in range(1, depth + 1))
+        self.stem, self.pool, self.encoder = build_encoder(in_channels, widths)
         # decoder[k] brings level depth-k up to level depth-k-1
         self.upsamplers = nn.ModuleList(
             make_upsampler(widths[i + 1], widths[i], upsampling) for i in reversed(range(depth))
@@ -42,9 +48,7 @@ class UNet(SegmentationModel):
         self.segmentation_head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
-        skips = [self.stem(x)]
-        for block in self.encoder:
-            skips.append(block(self.pool(skips[-1])))
+        skips = encode(self.stem, self.pool, self.encoder, x)
         x = skips.pop()  # the bottleneck
         for upsample, block in zip(self.upsamplers, self.decoder):
             x = block(torch.cat([skips.pop(), upsample(x)], dim=1))
