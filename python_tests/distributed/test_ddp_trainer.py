@@ -39,8 +39,8 @@ def config():
     return TrainConfig(epochs=1, batch_size=BATCH, patch_size=8, lr=1e-3, seed=4, eps_max=0.01)
 
 
-def model():
-    torch.manual_seed(0)
+def model(seed=0):
+    torch.manual_seed(seed)
     return SmallNet()
 
 
@@ -57,8 +57,17 @@ def worker(rank, world, port, out):
         torch.save(grad, out + f".g{rank}")
         t.fit(ds, max_steps=STEPS, progress=False)
         t.close()
+        # killed after one step, resumed from its checkpoint on every rank: same weights
+        ck = out + ".ckpt"
+        killed = DaleTrainer(model(), config(), device="cpu")
+        killed.fit(ds, checkpoint=ck, max_steps=1, progress=False)
+        killed.close()
+        resumed = DaleTrainer(model(seed=5), config(), device="cpu")  # state must come from disk
+        resumed.fit(ds, checkpoint=ck, resume=True, max_steps=STEPS, progress=False)
+        resumed.close()
         if rank == 0:
             torch.save({k: v.detach() for k, v in t.model.state_dict().items()}, out)
+            torch.save({k: v.detach() for k, v in resumed.model.state_dict().items()}, out + ".resumed")
     finally:
         dist.destroy_process_group()
 
@@ -98,6 +107,8 @@ def test_ddp_matches_single_process(tmp_path):
         single.train_step(x, y)
     single.close()
     ddp = torch.load(out)
+    for name, value in torch.load(out + ".resumed").items():   # DDP resume-after-kill is bit-identical
+        assert torch.equal(value, ddp[name]), name
     for name, value in single.model.state_dict().items():
         torch.testing.assert_close(ddp[name], value, rtol=1e-4, atol=1e-5, msg=name)
     # and the steps did move the weights
