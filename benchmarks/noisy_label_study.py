@@ -43,6 +43,15 @@ ABLATION = {  # Tab. 4, added one by one (standard = none; dale = all)
 }
 
 
+# Why DALE underperforms here (investigation; compared on the clean validation set, not the test set):
+# is it the masked inputs (Eq. 7, M * X), the soft targets (M * Y), or the paper's tau / alpha?
+INVESTIGATION = {
+    "weighted-labels": dict(label_mode="weighted"),
+    "plain-images": dict(mask_images=False),
+    "tau0.7": dict(tau=0.7),
+}
+
+
 def plan() -> list[dict]:
     runs = []
     for backbone in BACKBONES:
@@ -58,6 +67,10 @@ def plan() -> list[dict]:
     for name, train in ABLATION.items():
         for seed in SEEDS[:3]:
             runs.append(dict(group="ablation", backbone="unet", noise=1.0, seed=seed, variant=name, train=train))
+    for name, train in INVESTIGATION.items():
+        for seed in SEEDS[:3]:
+            runs.append(dict(group="investigation", backbone="unet", noise=1.0, seed=seed, variant=name,
+                             train=dict(method="dale", **train)))
     for r in runs:
         r["id"] = f"{r['group']}-{r['backbone']}-noise{r['noise']:g}-seed{r['seed']}-{r['variant']}"
     return runs

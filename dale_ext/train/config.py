@@ -21,6 +21,8 @@ class TrainConfig:
     tau: float = 0.9
     patch_size: int = 16
     bins: int = 256
+    label_mode: str = "soft"         # "soft": Eq. 7's M * Y targets; "weighted": Y, masks weight the loss
+    mask_images: bool = True         # Eq. 7's M * X inputs (False: plain images; a diagnostic)
     use_entropy: bool = True         # AE  (ablation, Tab. 4)
     use_edges: bool = True           # ER
     # confidence (Eqs. 8-11)
@@ -58,6 +60,7 @@ class TrainConfig:
             (0.0 <= self.tau <= 1.0, "tau must be in [0, 1]"),
             (self.patch_size >= 1 and 2 <= self.bins <= 65536, "patch_size >= 1, bins in [2, 65536]"),
             (self.use_entropy or self.use_edges, "at least one of use_entropy / use_edges"),
+            (self.label_mode in ("soft", "weighted"), "label_mode must be 'soft' or 'weighted'"),
             (self.omega_steps >= 1, "omega_steps (K) must be >= 1"),
             (self.omega_optimizer in ("adam", "sgd"), "omega_optimizer must be 'adam' or 'sgd'"),
             (self.inner_lr is None or self.inner_lr > 0, "inner_lr must be > 0"),

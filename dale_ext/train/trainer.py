@@ -263,13 +263,17 @@ class DaleTrainer(Trainer):
             fm, nm = _masks_from(fs.entropy if c.use_entropy else fs.edge_ratio, c.tau, c.patch_size, images.shape)
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images
         ncls = 2 if channels == 1 else channels
-        return Split(labels, fm[:, 0], nm[:, 0], (fm * x).to(x.dtype), (nm * x).to(x.dtype),
-                     soft_targets(labels, fm[:, 0], ncls), soft_targets(labels, nm[:, 0], ncls))
+        soft = c.label_mode == "soft"   # Eq. 7: Y^f = M^f Y; "weighted": hard Y, masks weight the losses
+        xf, xn = ((fm * x).to(x.dtype), (nm * x).to(x.dtype)) if c.mask_images else (x, x)
+        return Split(labels, fm[:, 0], nm[:, 0], xf, xn,
+                     soft_targets(labels, fm[:, 0] if soft else None, ncls),
+                     soft_targets(labels, nm[:, 0] if soft else None, ncls))
 
     # ------------------------------------------------------------------ Eq. 1
     def nonfuzzy_step(self, s: Split) -> tuple[float, torch.Tensor | None]:
         logits, features = self.forward(s.x_nonfuzzy)
-        loss = self.seg_loss(logits, s.y_nonfuzzy)
+        weight = s.nonfuzzy_mask if self.config.label_mode == "weighted" else None
+        loss = self.seg_loss(logits, s.y_nonfuzzy, weight)
         self.update(loss)
         return loss.item(), None if features is None else features.detach()
 

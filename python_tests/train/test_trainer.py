@@ -126,7 +126,7 @@ def test_resume_with_random_augmentation_is_bit_identical(tmp_path):
 @pytest.mark.parametrize("ablation", [
     dict(use_entropy=False), dict(use_edges=False), dict(use_omega=False), dict(use_alignment=False),
     dict(omega_steps=2, omega_optimizer="sgd"), dict(loss="gce"), dict(dice_weight=0.5),
-    dict(confidence_method="double_backward"),
+    dict(confidence_method="double_backward"), dict(label_mode="weighted"), dict(mask_images=False),
 ])
 def test_switches_run(data, ablation):
     t = DaleTrainer(model(), config(**ablation), device="cpu")
