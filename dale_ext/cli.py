@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--multiclass", action="store_true", help="keep the mask's integer labels")
     s.set_defaults(fn=cmd_split)
 
-    d = sub.add_parser("demo", help="standard vs DALE on the synthetic benchmark (about 10 min on 2 cores)",
+    d = sub.add_parser("demo", help="standard vs DALE on the synthetic benchmark (about 13 min on 2 cores)",
                        description="Train U-Net with standard training and with DALE on the synthetic noisy-label "
                                    "benchmark; evaluate on clean test masks; write metrics.json, report.md, figures.")
     d.add_argument("--out", default="runs/demo")

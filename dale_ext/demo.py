@@ -3,7 +3,7 @@ fuzzy boundary parts carry the label noise; clean test masks), train the built-i
 standard training and with DALE from the same initialisation, data and seed; evaluate both on the
 clean test set; write ``metrics.json``, ``report.md`` and figures.
 
-Sized for a 2-core CPU (about 10 minutes): 64 x 64 images, 8 x 8 patches (the paper's 16 x 16
+Sized for a 2-core CPU (about 13 minutes): 64 x 64 images, 8 x 8 patches (the paper's 16 x 16
 patches are for 224 x 224 images: both give a grid of 8-14 patches per side), batch 8, a U-Net of
 width 16 and depth 3. Other hyper-parameters are the paper's (Adam 3e-4, tau 0.9, alpha 0.05, K 1).
 """
