@@ -81,6 +81,8 @@ struct Strip {
   std::vector<int64_t> label;
   std::vector<std::vector<Run>> runs;  // per class
   std::vector<int64_t> count;          // pixels per class in the strip
+  std::vector<std::vector<T>> pending; // pass 2: per class, centred columns not yet multiplied
+  std::vector<int64_t> fill;           // columns in `pending`
   Strip(int64_t D_, int64_t C_, int64_t L_)
       : D(D_), Dp(round_up(D_, cpu::kRowBlock)), L(L_), Lp(round_up(L_, cpu::kColBlock)), X(D_ * L_),
         Z(Dp * Lp, T(0)), Y(Dp * Lp, T(0)), C(Dp * Dp, T(0)), grad(D_ * L_), w(L_), sw(L_), wc(L_), gw(L_),
@@ -165,10 +167,19 @@ struct CpuStats {
   // Z (Dp x m padded) = class c's pixels, centred by mu and scaled by `scale_by` (per pixel);
   // returns the padded column count. Rows D..Dp-1 stay zero.
   int64_t compact(Strip<T>& s, int64_t c, const T* mu, const std::vector<T>* scale_by, std::vector<T>& Z) {
-    const int64_t m = s.count[c], cols = round_up(m, cpu::kColBlock), L = sp.length();
+    const int64_t m = append(s, c, mu, scale_by, Z.data(), s.Lp, 0), cols = round_up(m, cpu::kColBlock);
+    for (int64_t d = 0; d < g.D; ++d) std::fill(Z.data() + d * s.Lp + m, Z.data() + d * s.Lp + cols, T(0));
+    return cols;
+  }
+
+  // Writes class c's m pixels (centred by mu, scaled per pixel) at columns [j0, j0 + m) of Z
+  // (row stride ld); returns m.
+  int64_t append(Strip<T>& s, int64_t c, const T* mu, const std::vector<T>* scale_by, T* Z, int64_t ld,
+                 int64_t j0) {
+    const int64_t L = sp.length();
     for (int64_t d = 0; d < g.D; ++d) {
       const T* row = s.X.data() + d * L;
-      T* z = Z.data() + d * s.Lp;
+      T* z = Z + d * ld + j0;
       const T md = mu ? mu[d] : T(0);
       int64_t j = 0;
       for (const Run& run : s.runs[c]) {
@@ -182,9 +193,8 @@ struct CpuStats {
         }
         j += run.length;
       }
-      std::fill(z + m, z + cols, T(0));
     }
-    return cols;
+    return s.count[c];
   }
 
   // Pass 1: per-slot counts (C) and weighted sums (C x D), float64.
@@ -208,33 +218,58 @@ struct CpuStats {
   }
 
   // Pass 2: per-slot centred second moments (C x D x D, upper triangle), float64.
+  // A class's centred columns are collected across strips (up to one strip's worth) before the
+  // symmetric micro-kernel runs, so it sees long rows even when classes form short runs.
   void pass_moments(int64_t slots, const std::vector<T>& means, std::vector<double>& m2) {
-    run_strips(slots, [&](int64_t slot, Strip<T>& s) {
-      for (int64_t c = 0; c < g.C; ++c) {
-        if (s.count[c] == 0) continue;
-        const int64_t cols = compact(s, c, means.data() + c * g.D, &s.sw, s.Z);
-        mk.syrk_upper(s.Z.data(), s.Dp, cols, s.Lp, s.C.data());
-        double* a = m2.data() + (slot * g.C + c) * g.D * g.D;
-        for (int64_t i = 0; i < g.D; ++i)
-          for (int64_t j = i; j < g.D; ++j) a[i * g.D + j] += s.C[i * s.Dp + j];
-      }
-    });
+    auto flush = [&](int64_t slot, Strip<T>& s, int64_t c) {
+      const int64_t fill = s.fill[c], cols = round_up(fill, cpu::kColBlock);
+      if (fill == 0) return;
+      T* Z = s.pending[c].data();
+      for (int64_t d = 0; d < g.D; ++d) std::fill(Z + d * s.Lp + fill, Z + d * s.Lp + cols, T(0));
+      mk.syrk_upper(Z, s.Dp, cols, s.Lp, s.C.data());
+      double* a = m2.data() + (slot * g.C + c) * g.D * g.D;
+      for (int64_t i = 0; i < g.D; ++i)
+        for (int64_t j = i; j < g.D; ++j) a[i * g.D + j] += s.C[i * s.Dp + j];
+      s.fill[c] = 0;
+    };
+    run_strips(
+        slots,
+        [&](int64_t slot, Strip<T>& s) {
+          if (s.pending.empty()) {
+            s.pending.assign(g.C, std::vector<T>(s.Dp * s.Lp, T(0)));
+            s.fill.assign(g.C, 0);
+          }
+          for (int64_t c = 0; c < g.C; ++c) {
+            if (s.count[c] == 0) continue;
+            if (s.fill[c] + s.count[c] > s.Lp) flush(slot, s, c);
+            s.fill[c] += append(s, c, means.data() + c * g.D, &s.sw, s.pending[c].data(), s.Lp, s.fill[c]);
+          }
+        },
+        [&](int64_t slot, Strip<T>& s) {
+          for (int64_t c = 0; c < g.C && !s.pending.empty(); ++c) flush(slot, s, c);
+        });
   }
 
   // Runs fn(slot, strip) over all strips; each slot is one contiguous chunk of strips, run by
   // one thread, so per-slot sums do not depend on scheduling.
-  template <typename Fn>
-  void run_strips(int64_t slots, Fn&& fn) {
+  template <typename Fn, typename SlotDone>
+  void run_strips(int64_t slots, Fn&& fn, SlotDone&& slot_done) {
     const int64_t n = strips();
     const int64_t chunk = (n + slots - 1) / slots;
     at::parallel_for(0, slots, 1, [&](int64_t s0, int64_t s1) {
       Strip<T> s(g.D, g.C, sp.length());
-      for (int64_t slot = s0; slot < s1; ++slot)
+      for (int64_t slot = s0; slot < s1; ++slot) {
         for (int64_t item = slot * chunk; item < std::min(n, (slot + 1) * chunk); ++item) {
           load(item, s);
           fn(slot, s);
         }
+        slot_done(slot, s);
+      }
     });
+  }
+  template <typename Fn>
+  void run_strips(int64_t slots, Fn&& fn) {
+    run_strips(slots, std::forward<Fn>(fn), [](int64_t, Strip<T>&) {});
   }
 };
 
