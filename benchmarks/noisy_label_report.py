@@ -2,6 +2,8 @@
 noisy_label_study.py); every number is computed from the recorded runs."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 METRICS = ("dice", "iou", "hd95", "asd")
@@ -36,7 +38,11 @@ def _row(name, rs):
             f"{_fmt([r['test']['asd'] for r in rs])} |")
 
 
-def write_report(runs: list[dict], md_path: str, fig_path: str) -> None:
+def write_report(runs: list[dict], md_path: str, fig_path: str, discussion: str | None = None,
+                 split_coverage: bool = True) -> None:
+    """Write the markdown report (and the convergence PNG); ``discussion``: an optional markdown file
+    with the hand-written interpretation, appended after the computed reading; ``split_coverage``:
+    also measure the fuzzy split's coverage of the noise on the study's training data."""
     lines = ["# Noisy-label study: DALE vs standard training (synthetic benchmark, CPU)", ""]
     if runs:
         r0 = runs[0]
@@ -95,7 +101,7 @@ def write_report(runs: list[dict], md_path: str, fig_path: str) -> None:
             val = [r["history"][-1].get("val_dice", float("nan")) for r in rs]
             lines.append(f"| {name} | {len(rs)} | {_fmt(val, 100)} | {_fmt([r['test']['dice'] for r in rs], 100)} |")
         lines.append("")
-    cov = _split_coverage()
+    cov = _split_coverage() if split_coverage else None
     if cov:
         lines += ["## Coverage of the fuzzy split (training set, noise 1, 200 images per seed, seeds 0-4)", "",
                   "| pixels with M^f > 0.5 | injected noisy pixels with M^f > 0.5 | noisy pixels fully fuzzy (M^f = 1) |",
@@ -106,14 +112,61 @@ def write_report(runs: list[dict], md_path: str, fig_path: str) -> None:
         lines += ["## Convergence (Fig. 7a)", "",
                   f"![validation Dice against iterations]({fig_path.rsplit('/', 1)[-1]})", "",
                   "Validation Dice (clean masks) after each epoch, mean ± std over seeds, U-Net.", ""]
-    lines += ["## Reading", ""]
-    for s in stats:
-        verdict = ("better" if s["d"] > 0 else "worse") + (" (significant at 0.05)" if s["p"] < 0.05 else " (not significant)")
-        lines.append(f"- {s['backbone']}, noise {s['noise']:g}: DALE is {verdict}: {100 * s['d']:+.2f} Dice points, "
-                     f"p = {s['p']:.3g}.")
-    lines.append("")
+    lines += ["## Reading (computed from the runs)", ""] + _reading(runs, stats, abl, om, inv) + [""]
+    if discussion and os.path.exists(discussion):
+        with open(discussion) as f:
+            lines += [f.read().strip(), ""]
     with open(md_path, "w") as f:
         f.write("\n".join(lines))
+
+
+def _verdict(d, p):
+    return ("better" if d > 0 else "worse") + (" (significant at 0.05)" if p < 0.05 else " (not significant at 0.05)")
+
+
+def _reading(runs, stats, abl, om, inv) -> list[str]:
+    out = []
+    for s in stats:
+        if not np.isfinite(s["d"]):
+            continue
+        out.append(f"- {s['backbone']}, noise {s['noise']:g}: DALE vs standard is {_verdict(s['d'], s['p'])}: "
+                   f"{100 * s['d']:+.2f} Dice points (growth rate {s['growth']:+.2f}%), p = {s['p']:.3g}.")
+    for noise in sorted({r["noise"] for r in runs if r["group"] == "gce"}):
+        std = _select(runs, group="main", backbone="unet", noise=noise, variant="standard")
+        for other, name in ((_select(runs, group="gce", noise=noise), "GCE"),):
+            d, p, n = _paired(std, other)
+            if n >= 2:
+                out.append(f"- U-Net, noise {noise:g}: {name} vs standard is {_verdict(d, p)}: {100 * d:+.2f} Dice "
+                           f"points over {n} seeds, p = {p:.3g}.")
+        d, p, n = _paired(_select(runs, group="gce", noise=noise),
+                          _select(runs, group="main", backbone="unet", noise=noise, variant="dale"))
+        if n >= 2:
+            out.append(f"- U-Net, noise {noise:g}: DALE vs GCE is {_verdict(d, p)}: {100 * d:+.2f} Dice points, "
+                       f"p = {p:.3g}.")
+    steps = [(name, rs) for name, rs in abl if rs]
+    for (prev, a), (name, b) in zip(steps, steps[1:]):
+        d, p, n = _paired(a, b)
+        if n >= 2:
+            out.append(f"- Ablation step {prev} -> {name}: {100 * d:+.2f} Dice points over {n} seeds (p = {p:.3g}).")
+    if om:
+        a = np.array([o["auroc_all"] for o in om])
+        lift = np.array([o["noise_rate_among_flagged"] / o["noise_rate"] for o in om])
+        how = "well" if a.mean() >= 0.9 else "moderately" if a.mean() >= 0.7 else "weakly" if a.mean() > 0.55 else "hardly"
+        out.append(f"- omega flags the injected noisy pixels {how}: AUROC "
+                   f"{a.mean():.3f} (range {a.min():.3f}-{a.max():.3f}; 0.5 = chance, 1 = perfect); the flagged "
+                   f"pixels are {lift.mean():.1f}x richer in noise than the training set as a whole.")
+    if inv:
+        spec = _select(runs, group="main", backbone="unet", noise=1.0, variant="dale")[:3]
+        val = lambda rs: {r["seed"]: r["history"][-1].get("val_dice", float("nan")) for r in rs}  # noqa: E731
+        base = val(spec)
+        for v in inv:
+            other = val(_select(runs, group="investigation", variant=v))
+            seeds = sorted(set(base) & set(other))
+            if seeds:
+                d = np.mean([other[s] - base[s] for s in seeds])
+                out.append(f"- Investigation `{v}` vs DALE as specified: validation Dice {100 * d:+.2f} points "
+                           f"over {len(seeds)} seeds.")
+    return out
 
 
 def _convergence(runs, path) -> bool:
@@ -141,7 +194,8 @@ def _convergence(runs, path) -> bool:
         ax.set_title(f"U-Net, label noise {noise:g}")
         ax.set_xlabel("iterations")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     axes[0].set_ylabel("validation Dice")
     if drawn:
         fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -31,6 +31,8 @@ import torch
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "noisy_label_study.json")
 REPORT = os.path.join(os.path.dirname(__file__), "results", "noisy_label_study.md")
 FIGURE = os.path.join(os.path.dirname(__file__), "results", "noisy_label_study_convergence.png")
+# the hand-written interpretation, appended to the report (written after looking at the runs)
+DISCUSSION = os.path.join(os.path.dirname(__file__), "noisy_label_discussion.md")
 
 SIZE, N_TRAIN, N_VAL, N_TEST, EPOCHS, BATCH = 48, 200, 50, 100, 20, 8
 SEEDS = [0, 1, 2, 3, 4]
@@ -206,7 +208,7 @@ def main(argv=None) -> int:
             print(f"Dice {100 * done[run['id']]['test']['dice']:.2f}  ({time.time() - t:.0f} s)", flush=True)
     from benchmarks.noisy_label_report import write_report
 
-    write_report(list(done.values()), REPORT, FIGURE)
+    write_report(list(done.values()), REPORT, FIGURE, DISCUSSION)
     print(f"written: {RESULTS}, {REPORT}")
     return 0
 
