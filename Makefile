@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dale_ext-installed
 
-.PHONY: test demo cuda-check bench install clean
+.PHONY: test demo cuda-check bench study install clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks -q --benchmark-only --benchmark-columns=median,iqr,rounds
+
+# DALE vs standard training under label noise (about two hours on 2 CPU cores; resumable: runs
+# already in benchmarks/results/noisy_label_study.json are kept). One run: STUDY_ARGS="--only <id>".
+study: $(STAMP)
+	$(PY) -m benchmarks.noisy_label_study $(STUDY_ARGS)
 
 # Compile the CUDA kernels for sm_90 against a CUDA build of torch, in a venv of their own, and
 # import the result. Needs nvcc; no GPU (nothing CUDA runs here).
