@@ -2,7 +2,7 @@
 
     python -m benchmarks.noisy_label_study            # run everything missing (resumable), then report
     python -m benchmarks.noisy_label_study --report   # tables/plots from the recorded runs only
-    python -m benchmarks.noisy_label_study --only <run id>   # re-create one run from its config
+    python -m benchmarks.noisy_label_study --only <run id>   # re-create one run from its recorded config
 
 Setting (chosen to fit about two hours on the 2-core CPU machine): the synthetic noisy-label
 benchmark (dale_ext.data.synthetic) at 48 x 48 pixels, 200 training images with noisy masks,
@@ -130,17 +130,19 @@ def omega_analysis(trainer, train_ds) -> dict:
             "flagged_fraction": float(fl.mean())}
 
 
-def execute(run: dict) -> dict:
+def execute(run: dict, recorded: dict | None = None) -> dict:
+    """Train and evaluate one run; ``recorded``: a run config recorded in the JSON (re-created
+    as recorded, even if the plan has changed since)."""
     import dataclasses
 
     from dale_ext.data import SyntheticDataset
-    from dale_ext.runs import build_run_model
+    from dale_ext.runs import RunConfig, build_run_model
     from dale_ext.train import build_trainer, evaluate
 
-    cfg = run_config(run)
+    cfg = RunConfig.from_dict(recorded) if recorded else run_config(run)
     torch.set_num_threads(2)
-    syn = dict(size=SIZE, seed=run["seed"], noise_level=run["noise"])
-    train = SyntheticDataset("train", n=N_TRAIN, **syn)
+    syn = dict(size=cfg.image_size, seed=cfg.synthetic["seed"], noise_level=cfg.synthetic["noise_level"])
+    train = SyntheticDataset("train", n=cfg.synthetic["n"], **syn)
     val = SyntheticDataset("val", n=N_VAL, **syn)
     test = SyntheticDataset("test", n=N_TEST, **syn)
     model = build_run_model(cfg, in_channels=3)
@@ -193,7 +195,7 @@ def main(argv=None) -> int:
         if not match:
             print(f"unknown run id {args.only!r}", file=sys.stderr)
             return 2
-        result = execute(match[0])
+        result = execute(match[0], done[args.only]["config"] if args.only in done else None)
         print(json.dumps(result["test"], indent=1))
         done[result["id"]] = result
         save(done)
