@@ -97,7 +97,7 @@ def write_report(runs: list[dict], md_path: str, fig_path: str, discussion: str 
                   "targets M * Y (`weighted-labels`: hard Y, the masks weight the losses), and tau within the "
                   "paper's range.", "",
                   "| variant | seeds | validation Dice (%) | test Dice (%) |", "|---|---:|---:|---:|"]
-        for name, rs in base + [(v, _select(runs, group="investigation", variant=v)) for v in inv]:
+        for name, rs in base + [(v, _select(runs, group="investigation", variant=v)[:3]) for v in inv]:
             val = [r["history"][-1].get("val_dice", float("nan")) for r in rs]
             lines.append(f"| {name} | {len(rs)} | {_fmt(val, 100)} | {_fmt([r['test']['dice'] for r in rs], 100)} |")
         lines.append("")
@@ -166,6 +166,12 @@ def _reading(runs, stats, abl, om, inv) -> list[str]:
                 d = np.mean([other[s] - base[s] for s in seeds])
                 out.append(f"- Investigation `{v}` vs DALE as specified: validation Dice {100 * d:+.2f} points "
                            f"over {len(seeds)} seeds.")
+        std = _select(runs, group="main", backbone="unet", noise=1.0, variant="standard")
+        for v in inv:
+            d, p, n = _paired(std, _select(runs, group="investigation", variant=v))
+            if n >= 5:
+                out.append(f"- `{v}` (run on all seeds after the validation comparison) vs standard training, "
+                           f"test set: {_verdict(d, p)}: {100 * d:+.2f} Dice points over {n} seeds, p = {p:.3g}.")
     return out
 
 
