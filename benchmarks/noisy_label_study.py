@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
 import torch
+
+from benchmarks import git_commit
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "noisy_label_study.json")
 REPORT = os.path.join(os.path.dirname(__file__), "results", "noisy_label_study.md")
@@ -108,25 +109,22 @@ def omega_analysis(trainer, train_ds) -> dict:
     fuzzy region (M^f > 0.5), and the share of noisy pixels among those flagged not clean."""
     from dale_ext.train import DaleTrainer
 
-    dt = trainer if isinstance(trainer, DaleTrainer) else None
-    if dt is None:
+    if not isinstance(trainer, DaleTrainer):
         return {}
-    scores, noise, fuzzy, flagged = [], [], [], []
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(train_ds, range(64)), batch_size=BATCH)
-    clean_masks = train_ds.data.clean_masks
-    i0 = 0
+    dt = trainer
+    n_images = 64
+    scores, fuzzy, flagged = [], [], []
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(train_ds, range(n_images)), batch_size=BATCH)
     dt.model.train()
     for x, y in loader:
         s = dt.split(x, y, 1)
         logits, _ = dt.forward(s.x_fuzzy)
         conf = dt.confidence_step(s, dt.pixel_loss(logits.float(), s.y_fuzzy))
-        n = len(x)
         scores.append(conf.gradient.flatten())
-        noise.append((y != clean_masks[i0:i0 + n]).flatten())
         fuzzy.append((s.fuzzy_mask > 0.5).flatten())
         flagged.append((~conf.clean).flatten())
-        i0 += n
-    g, z, f, fl = (torch.cat(v).numpy() for v in (scores, noise, fuzzy, flagged))
+    g, f, fl = (torch.cat(v).numpy() for v in (scores, fuzzy, flagged))
+    z = train_ds.data.noise_masks[:n_images].flatten().numpy()
     return {"auroc_all": auroc(g, z), "auroc_fuzzy": auroc(g[f], z[f]), "noise_rate": float(z.mean()),
             "noise_rate_among_flagged": float(z[fl].mean()) if fl.any() else float("nan"),
             "flagged_fraction": float(fl.mean())}
@@ -156,16 +154,8 @@ def execute(run: dict, recorded: dict | None = None) -> dict:
     omega = omega_analysis(trainer, train)
     trainer.close()
     return {**run, "config": dataclasses.asdict(cfg), "test": metrics, "history": history, "omega": omega,
-            "seconds": seconds, "steps_per_epoch": history[0]["step"] if history else 0, "commit": _commit(),
+            "seconds": seconds, "steps_per_epoch": history[0]["step"] if history else 0, "commit": git_commit(),
             "torch": torch.__version__}
-
-
-def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
-    except OSError:
-        return None
 
 
 def load() -> dict:

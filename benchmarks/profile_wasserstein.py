@@ -9,12 +9,12 @@ Quoted in benchmarks/results/2026-11-27-cpu-notes.md. Run on a quiet machine.
 from __future__ import annotations
 
 import platform
-import subprocess
 import time
 
 import torch
 
 import dale_ext
+from benchmarks import git_commit
 from benchmarks.bench_wasserstein import make_inputs
 from dale_ext.ops.wasserstein import _class_gaussians64, gaussian_w2
 from dale_ext.reference import wasserstein_loss as reference_loss
@@ -60,7 +60,7 @@ def profile(shape) -> dict:
 
 
 def main() -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit(short=True)
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, python "
           f"{platform.python_version()}, torch {torch.__version__}, {dale_ext.build_info()}, commit {commit}")
     for shape in SHAPES:

@@ -154,6 +154,10 @@ class EpochLog:
                 if k != "epoch":
                     self.writer.add_scalar(k, v, record["epoch"])
 
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()   # flushes: short runs would otherwise lose their events
+
 
 # ---------------------------------------------------------------- train / eval
 def train_run(cfg: RunConfig, out_dir: str, *, resume: bool = False, progress: bool = True):
@@ -173,11 +177,14 @@ def train_run(cfg: RunConfig, out_dir: str, *, resume: bool = False, progress: b
     model = build_run_model(cfg, in_channels=train[0][0].shape[0])
     trainer = build_trainer(model, cfg.train, device=cfg.device)
     ckpt = os.path.join(out_dir, "checkpoint.pt")
+    log = EpochLog(out_dir) if main else None
     try:
         history = trainer.fit(train, val_dataset=val, checkpoint=ckpt, resume=resume, progress=progress,
-                              on_epoch_end=EpochLog(out_dir) if main else None)
+                              on_epoch_end=log)
     finally:
         trainer.close()
+        if log is not None:
+            log.close()
     if history and main:
         viz.plot_curves({cfg.train.method: history}, os.path.join(out_dir, "curves.png"))
     return trainer, history

@@ -20,9 +20,8 @@ def _plt():
 
 def _image(x: torch.Tensor) -> np.ndarray:
     """(C, H, W) -> displayable (H, W, 3) or (H, W) in [0, 1]."""
-    x = x.detach().float().cpu()
-    if x.dtype == torch.uint8:
-        x = x / 255.0
+    x = x.detach().cpu()
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
     x = x.clamp(0, 1)
     return x[0].numpy() if x.shape[0] == 1 else x[:3].permute(1, 2, 0).numpy()
 

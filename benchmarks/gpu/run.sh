@@ -7,7 +7,7 @@
 #   DALE_GPU_DRY_RUN=1 benchmarks/gpu/run.sh /tmp/out   # on a CPU machine: every step that can run
 set -uo pipefail
 OUT=${1:?usage: run.sh OUTDIR}
-mkdir -p "$OUT"
+OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)   # absolute: the script changes directory next
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
 DRY=${DALE_GPU_DRY_RUN:-0}

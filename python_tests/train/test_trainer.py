@@ -117,8 +117,10 @@ def test_resume_with_random_augmentation_is_bit_identical(tmp_path):
     full.fit(data(), progress=False)
     killed = Trainer(model(), config(method="standard", epochs=2), device="cpu")
     killed.fit(data(), checkpoint=ck, max_steps=3, progress=False)
+    assert killed.step == 3                     # really stopped mid-run: the resume has work to do
     resumed = Trainer(model(seed=7), config(method="standard", epochs=2), device="cpu")
     resumed.fit(data(), checkpoint=ck, resume=True, progress=False)
+    assert resumed.step == full.step > 3
     for (n, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), n
 
