@@ -12,6 +12,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cpu/fuzzy_rows.h"
 #include "fuzzy_split.h"
 
 namespace dale_ext {
@@ -30,6 +31,12 @@ struct CpuFuzzySplit {
   std::vector<double> clogc;        // c ln c for c = 0 .. ph*pw
   std::vector<uint16_t> u8_table;   // uint8: channel sum -> bin, exact (grey_bin<uint8_t>)
   std::atomic<bool> nan{false};
+  const cpu::FuzzyRowKernels& rows = cpu::fuzzy_row_kernels();
+  // Outputs larger than this are written with non-temporal stores: they would not stay in
+  // cache for the caller anyway, and streaming skips reading each line before overwriting it
+  // (~40 % less write time for the 38.5 MB of a 24 x 3 x 224 x 224 float32 batch here).
+  static constexpr int64_t kStreamBytes = int64_t{8} << 20;
+  bool stream = false;
 
   struct Scratch {
     std::vector<int32_t> hist;
@@ -56,6 +63,8 @@ struct CpuFuzzySplit {
     e64.resize(n);
     fm.resize(n);
     nm.resize(n);
+    const int64_t out_bytes = out->fuzzy_image.nbytes() * 2 + out->fuzzy_mask.nbytes() * 2;
+    stream = out_bytes > kStreamBytes;
     const int64_t cmax = g.ph * g.pw;
     clogc.resize(cmax + 1);
     clogc[0] = 0.0;
@@ -87,18 +96,16 @@ struct CpuFuzzySplit {
     }
   }
 
-  // Edge flags of row y into e[0, W) (see is_edge()).
+  // Edge flags of row y into e[0, W) (see is_edge()); labels compared by their bits.
   void row_edges(const label_t* lb, int64_t y, uint8_t* e) {
-    const label_t* cur = lb + y * g.W;
-    const label_t* up = y > 0 ? cur - g.W : cur;        // out-of-image neighbours: the pixel itself
-    const label_t* down = y + 1 < g.H ? cur + g.W : cur;
-    const int64_t W = g.W;
-    for (int64_t x = 0; x < W; ++x) e[x] = (cur[x] != up[x]) | (cur[x] != down[x]);
-    for (int64_t x = 1; x < W; ++x) {
-      const uint8_t d = cur[x] != cur[x - 1];
-      e[x] |= d;
-      e[x - 1] |= d;
-    }
+    using bits_t = std::conditional_t<sizeof(label_t) == 1, uint8_t,
+                   std::conditional_t<sizeof(label_t) == 2, uint16_t,
+                   std::conditional_t<sizeof(label_t) == 4, uint32_t, uint64_t>>>;
+    static_assert(sizeof(bits_t) == sizeof(label_t), "label width");
+    const auto* cur = reinterpret_cast<const bits_t*>(lb + y * g.W);
+    const auto* up = y > 0 ? cur - g.W : cur;  // out-of-image neighbours: the pixel itself
+    const auto* down = y + 1 < g.H ? cur + g.W : cur;
+    rows.edges(up, cur, down, g.W, e);
   }
 
   // Statistics of one strip of patches (patch row i of image b). `hist` has g.bins zeros on
@@ -191,16 +198,22 @@ struct CpuFuzzySplit {
     }
     for (int64_t r = 0; r < hh; ++r) {
       const int64_t o = b * plane + (y0 + r) * W;
-      std::copy(frow, frow + W, fmask_ + o);
-      std::copy(nrow, nrow + W, nmask_ + o);
+      rows.copy_f32(frow, fmask_ + o, W, stream);
+      rows.copy_f32(nrow, nmask_ + o, W, stream);
       for (int64_t c = 0; c < g.C; ++c) {
         const int64_t oc = (b * g.C + c) * plane + (y0 + r) * W;
         const scalar_t* src = img + oc;
-        out_t* fd = fimg_ + oc;
-        out_t* nd = nimg_ + oc;
-        for (int64_t x = 0; x < W; ++x) {
-          fd[x] = MaskedPixel<scalar_t>::apply(frow[x], src[x]);
-          nd[x] = MaskedPixel<scalar_t>::apply(nrow[x], src[x]);
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          rows.mask_f32(src, frow, nrow, fimg_ + oc, nimg_ + oc, W, stream);
+        } else if constexpr (std::is_same_v<scalar_t, uint8_t>) {
+          rows.mask_u8(src, frow, nrow, fimg_ + oc, nimg_ + oc, W, stream);
+        } else {
+          out_t* fd = fimg_ + oc;
+          out_t* nd = nimg_ + oc;
+          for (int64_t x = 0; x < W; ++x) {
+            fd[x] = MaskedPixel<scalar_t>::apply(frow[x], src[x]);
+            nd[x] = MaskedPixel<scalar_t>::apply(nrow[x], src[x]);
+          }
         }
       }
     }
@@ -217,6 +230,7 @@ struct CpuFuzzySplit {
           normalise_image(b);
           for (int64_t i = 0; i < g.Lh; ++i) write_strip(b, i, t);
         }
+        if (stream) rows.fence();
       });
     } else {
       at::parallel_for(0, g.B * g.Lh, 1, [&](int64_t begin, int64_t end) {
@@ -227,6 +241,7 @@ struct CpuFuzzySplit {
       at::parallel_for(0, g.B * g.Lh, 1, [&](int64_t begin, int64_t end) {
         Scratch t(g);
         for (int64_t s = begin; s < end; ++s) write_strip(s / g.Lh, s % g.Lh, t);
+        if (stream) rows.fence();
       });
     }
     TORCH_CHECK_VALUE(!nan.load(), "fuzzy_split: `image` contains NaN");

@@ -3,6 +3,9 @@ skimage's find_boundaries; CUDA vs CPU; opcheck; torch.compile; bad inputs."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -165,6 +168,40 @@ def test_matches_reference(gen, dtype):
     ref = reference_fuzzy_split(image, label, patch_size=(16, 12), tau=0.8)
     for name in FIELDS:
         torch.testing.assert_close(getattr(out, name), getattr(ref, name), rtol=0, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("label_dtype", [torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
+def test_large_batch_streamed_writes_match_reference(gen, dtype, label_dtype):
+    # Outputs over 8 MiB take the non-temporal-store path; W = 257 leaves rows unaligned, so
+    # the scalar head and tail of each row are exercised too. Every label width has its own
+    # (vectorised) edge kernel.
+    image = random_image(gen, 6, 3, 256, 257, dtype)
+    label = random_label(gen, 6, 256, 257, 2 if label_dtype == torch.bool else 5).to(label_dtype)
+    out = dale_ext.fuzzy_split(image, label, patch_size=16)
+    ref = reference_fuzzy_split(image, label, patch_size=16)
+    for name in FIELDS:
+        torch.testing.assert_close(getattr(out, name), getattr(ref, name), rtol=0, atol=1e-6, msg=name)
+
+
+def test_baseline_and_best_cpu_isa_agree(gen):
+    # the row kernels are compiled once per instruction set; DALE_EXT_CPU_ISA=baseline forces
+    # the portable set in a fresh process
+    code = (
+        "import sys, torch, dale_ext; g=torch.Generator().manual_seed(5);"
+        "x=torch.rand(6,3,256,251,generator=g); l=torch.randint(0,3,(6,256,251),generator=g);"
+        "u=(x*255).to(torch.uint8);"
+        "torch.save([tuple(dale_ext.fuzzy_split(x,l,patch_size=12)), tuple(dale_ext.fuzzy_split(u,l.int()))], sys.argv[1])"
+    )
+    outs = []
+    for isa in ("baseline", "best"):
+        path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"dale_fs_isa_{isa}_{os.getpid()}.pt")
+        subprocess.run([sys.executable, "-c", code, path], check=True, env=dict(os.environ, DALE_EXT_CPU_ISA=isa))
+        outs.append(torch.load(path))
+        os.remove(path)
+    for a, b in zip(outs[0], outs[1]):
+        for name, ta, tb in zip(FIELDS, a, b):
+            torch.testing.assert_close(ta, tb, rtol=0, atol=0, msg=name)
 
 
 @pytest.mark.parametrize("classes", [2, 9])

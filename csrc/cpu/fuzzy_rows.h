@@ -1,0 +1,63 @@
+// Row kernels of fuzzy_split (CPU): the edge map and the output writes, the parts of the op that
+// are pure streaming arithmetic. Like the Wasserstein micro-kernels (microkernels.h) they are
+// compiled once per instruction set in fuzzy_rows.cpp, a file that includes no torch header,
+// and fuzzy_row_kernels() returns the set for this CPU.
+#pragma once
+
+#include <cstdint>
+
+namespace dale_ext {
+namespace cpu {
+
+struct FuzzyRowKernels {
+  // e[x] = 1 when pixel x of row `cur` has a 4-neighbour with another label, else 0. `up` and
+  // `down` are the rows above and below (the row itself at the image border). Labels are
+  // compared by their bits, so one kernel serves every integer type of a given width.
+  void (*edges_u8)(const uint8_t* up, const uint8_t* cur, const uint8_t* down, int64_t W, uint8_t* e);
+  void (*edges_u16)(const uint16_t* up, const uint16_t* cur, const uint16_t* down, int64_t W, uint8_t* e);
+  void (*edges_u32)(const uint32_t* up, const uint32_t* cur, const uint32_t* down, int64_t W, uint8_t* e);
+  void (*edges_u64)(const uint64_t* up, const uint64_t* cur, const uint64_t* down, int64_t W, uint8_t* e);
+  // fo[x] = fm[x] * src[x] and no[x] = nm[x] * src[x]; uint8 sources are scaled by 1/255 first,
+  // as v / 255.f (MaskedPixel in fuzzy_split.h). `stream`: non-temporal stores for outputs that
+  // do not fit in cache (they bypass it instead of first reading every line they overwrite).
+  void (*mask_f32)(const float* src, const float* fm, const float* nm, float* fo, float* no, int64_t n,
+                   bool stream);
+  void (*mask_u8)(const uint8_t* src, const float* fm, const float* nm, float* fo, float* no, int64_t n,
+                  bool stream);
+  void (*copy_f32)(const float* src, float* dst, int64_t n, bool stream);
+  // Call once after the last streamed store of a thread (orders them before later reads).
+  void (*fence)();
+
+  template <typename U>
+  void edges(const U* up, const U* cur, const U* down, int64_t W, uint8_t* e) const;
+};
+
+template <>
+inline void FuzzyRowKernels::edges(const uint8_t* u, const uint8_t* c, const uint8_t* d, int64_t W, uint8_t* e) const {
+  edges_u8(u, c, d, W, e);
+}
+template <>
+inline void FuzzyRowKernels::edges(const uint16_t* u, const uint16_t* c, const uint16_t* d, int64_t W,
+                                   uint8_t* e) const {
+  edges_u16(u, c, d, W, e);
+}
+template <>
+inline void FuzzyRowKernels::edges(const uint32_t* u, const uint32_t* c, const uint32_t* d, int64_t W,
+                                   uint8_t* e) const {
+  edges_u32(u, c, d, W, e);
+}
+template <>
+inline void FuzzyRowKernels::edges(const uint64_t* u, const uint64_t* c, const uint64_t* d, int64_t W,
+                                   uint8_t* e) const {
+  edges_u64(u, c, d, W, e);
+}
+
+const FuzzyRowKernels& fuzzy_row_kernels();
+
+namespace baseline { extern const FuzzyRowKernels fuzzy_rows; }
+#ifdef DALE_EXT_HAVE_AVX2
+namespace avx2 { extern const FuzzyRowKernels fuzzy_rows; }
+#endif
+
+}  // namespace cpu
+}  // namespace dale_ext
