@@ -1,6 +1,8 @@
 // fuzzy_split: schema and the input checks shared by the CPU and CUDA kernels.
 #include "fuzzy_split.h"
 
+#include "cpu/output_cache_tensor.h"
+
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -61,14 +63,20 @@ Geometry check_inputs(const at::Tensor& image, const at::Tensor& label, at::IntA
 Outputs allocate_outputs(const at::Tensor& image, const Geometry& g) {
   const auto f32 = image.options().dtype(at::kFloat);
   const auto img_opts = image.scalar_type() == at::kByte ? f32 : image.options();
+  const bool cpu = image.device().is_cpu();
+  // the four pixel-resolution outputs are large and written on every call: on the CPU they
+  // reuse freed blocks (cpu/output_cache.h)
+  auto big = [&](at::IntArrayRef sizes, const at::TensorOptions& opts) {
+    return cpu ? cpu::empty_cached(sizes, opts.dtype().toScalarType()) : at::empty(sizes, opts);
+  };
   Outputs o;
   o.entropy = at::empty({g.B, g.Lh, g.Lw}, f32);
   o.edge_ratio = at::empty({g.B, g.Lh, g.Lw}, f32);
   o.score = at::empty({g.B, g.Lh, g.Lw}, f32);
-  o.fuzzy_mask = at::empty({g.B, 1, g.H, g.W}, f32);
-  o.nonfuzzy_mask = at::empty({g.B, 1, g.H, g.W}, f32);
-  o.fuzzy_image = at::empty({g.B, g.C, g.H, g.W}, img_opts);
-  o.nonfuzzy_image = at::empty({g.B, g.C, g.H, g.W}, img_opts);
+  o.fuzzy_mask = big({g.B, 1, g.H, g.W}, f32);
+  o.nonfuzzy_mask = big({g.B, 1, g.H, g.W}, f32);
+  o.fuzzy_image = big({g.B, g.C, g.H, g.W}, img_opts);
+  o.nonfuzzy_image = big({g.B, g.C, g.H, g.W}, img_opts);
   return o;
 }
 

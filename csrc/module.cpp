@@ -3,6 +3,8 @@
 // users call the Python wrappers in dale_ext.ops, never this module.
 #include <pybind11/pybind11.h>
 
+#include "cpu/output_cache.h"
+
 #ifndef DALE_EXT_CUDA_BUILT
 #define DALE_EXT_CUDA_BUILT 0
 #endif
@@ -21,4 +23,8 @@ PYBIND11_MODULE(_C, m) {
     d["compiler"] = std::string(__VERSION__);
     return d;
   });
+  m.def("output_cache_limit", &dale_ext::cpu::output_cache_limit);
+  m.def("set_output_cache_limit", &dale_ext::cpu::set_output_cache_limit, pybind11::arg("bytes"));
+  m.def("output_cache_bytes", &dale_ext::cpu::output_cache_bytes);
+  m.def("empty_output_cache", &dale_ext::cpu::empty_output_cache);
 }

@@ -17,6 +17,7 @@ from dale_ext.ops import (
     gaussian_w2,
     wasserstein_loss,
 )
+from dale_ext.output_cache import empty_output_cache, output_cache_info, set_output_cache_limit
 
 __version__ = "0.1.0"
 
@@ -38,4 +39,5 @@ def __getattr__(name: str):
 __all__ = [
     "ClassGaussians", "FuzzySplit", "class_gaussians", "fuzzy_split", "gaussian_w2", "wasserstein_loss",
     "build_info", "cuda_built", "__version__",
+    "empty_output_cache", "output_cache_info", "set_output_cache_limit",
 ]

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "cpu/microkernels.h"
+#include "cpu/output_cache_tensor.h"
 #include "wasserstein.h"
 
 namespace dale_ext {
@@ -445,7 +446,8 @@ std::tuple<at::Tensor, at::Tensor> class_gaussians_backward_cpu(
   const at::Tensor gc = f64(grad_counts), gm = f64(grad_means), gC = f64(grad_covs);
   const at::Tensor n = f64(counts), mu = f64(means), cov = f64(covs);
   const BackwardCoefficients k = backward_coefficients(n, mu, cov, gm, gC);
-  at::Tensor grad_x = features_grad ? at::empty_like(features) : at::Tensor();
+  // the feature gradient is as large as the features: reuse freed blocks (cpu/output_cache.h)
+  at::Tensor grad_x = features_grad ? cpu::empty_cached(features.sizes(), features.scalar_type()) : at::Tensor();
   at::Tensor grad_w;
   weights_grad = weights_grad && weights.has_value();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "class_gaussians_backward_cpu", [&] {
