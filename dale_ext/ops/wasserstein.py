@@ -123,38 +123,36 @@ class _SumGradAcrossRanks(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):  # grads are materialised (zeros where unused): every rank reduces all
-        import torch.distributed as dist
+        return (None, *_all_reduce_sum([g.contiguous() for g in grads], ctx.group))
 
-        out = []
-        for g in grads:
-            g = g.contiguous().clone()
-            dist.all_reduce(g, op=dist.ReduceOp.SUM, group=ctx.group)
-            out.append(g)
-        return (None, *out)
+
+def _all_reduce_sum(tensors, group):
+    """The sums over ranks of same-dtype ``tensors``, in one all-reduce (fresh tensors)."""
+    import torch.distributed as dist
+
+    flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+    return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
 def _global_statistics(local: ClassGaussians, group) -> ClassGaussians:
     """Merge per-rank (count, mean, covariance) into the statistics of all ranks' pixels
-    (float64, two all-reduces): n = sum n_r, mu = sum n_r mu_r / n,
+    (float64, two all-reduces forward, one backward): n = sum n_r, mu = sum n_r mu_r / n,
     Sigma = sum n_r (Sigma_r + (mu_r - mu)(mu_r - mu)^T) / n (Chan's merge, no cancellation).
     Differentiable w.r.t. the local statistics; other ranks' contributions are constants here and
     the dependence of their terms on mu vanishes (sum n_r (mu_r - mu) = 0), so mu is detached in
     the second moment."""
-    import torch.distributed as dist
-
     n, mu, cov = local
 
-    def all_sum(t):
-        total = t.detach().clone()
-        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
-        return t + (total - t.detach())       # value: the sum over ranks; gradient: to local t
+    def all_sum(*ts):  # values: the sums over ranks; gradients: to the local tensors
+        return [t + (total - t.detach()) for t, total in zip(ts, _all_reduce_sum(ts, group))]
 
-    n_g = all_sum(n)
+    n_g, nmu_g = all_sum(n, n[:, None] * mu)
     pos = n_g > 0
     safe = torch.where(pos, n_g, torch.ones_like(n_g))
-    mu_g = torch.where(pos[:, None], all_sum(n[:, None] * mu) / safe[:, None], torch.zeros_like(mu))
+    mu_g = torch.where(pos[:, None], nmu_g / safe[:, None], torch.zeros_like(mu))
     d = mu - mu_g.detach()
-    m2 = all_sum(n[:, None, None] * (cov + d[:, :, None] * d[:, None, :]))
+    (m2,) = all_sum(n[:, None, None] * (cov + d[:, :, None] * d[:, None, :]))
     cov_g = torch.where(pos[:, None, None], m2 / safe[:, None, None], torch.zeros_like(cov))
     return ClassGaussians(*_SumGradAcrossRanks.apply(group, n_g, mu_g, cov_g))
 

@@ -67,8 +67,7 @@ class Trainer:
                                                        weight_decay=config.weight_decay)
         self.pixel_loss = PixelLoss(config.loss, config.gce_q)
         self.generator = torch.Generator().manual_seed(config.seed)
-        backend = "inductor" if config.compile is True else config.compile
-        self.run = torch.compile(self.model, backend=backend) if backend else self.model
+        self.run = self.model
         # Data parallelism (under torchrun): DDP averages the updates' gradients; each rank sees
         # batch_size / world_size images of every global batch.
         self.distributed = dist_utils.active()
@@ -79,6 +78,11 @@ class Trainer:
                                  f"divisible by the number of processes ({w})")
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.run = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        # compiled last, around the DDP wrapper (as PyTorch recommends: its DDP optimiser then
+        # splits the graph at the gradient buckets)
+        backend = "inductor" if config.compile is True else config.compile
+        if backend:
+            self.run = torch.compile(self.run, backend=backend)
         self.step = self.epoch = self.step_in_epoch = 0
         self.history: list[dict] = []
 
@@ -264,7 +268,12 @@ class DaleTrainer(Trainer):
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images
         ncls = 2 if channels == 1 else channels
         soft = c.label_mode == "soft"   # Eq. 7: Y^f = M^f Y; "weighted": hard Y, masks weight the losses
-        xf, xn = ((fm * x).to(x.dtype), (nm * x).to(x.dtype)) if c.mask_images else (x, x)
+        if not c.mask_images:
+            xf, xn = x, x
+        elif c.use_entropy and c.use_edges:  # the op's masked images are M^f X and M^n X already
+            xf, xn = fs.fuzzy_image, fs.nonfuzzy_image
+        else:
+            xf, xn = (fm * x).to(x.dtype), (nm * x).to(x.dtype)
         return Split(labels, fm[:, 0], nm[:, 0], xf, xn,
                      soft_targets(labels, fm[:, 0] if soft else None, ncls),
                      soft_targets(labels, nm[:, 0] if soft else None, ncls))

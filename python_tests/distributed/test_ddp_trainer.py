@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from dale_ext.data import SyntheticDataset
-from dale_ext.train import DaleTrainer, TrainConfig
+from dale_ext.train import DaleTrainer, TrainConfig, Trainer
 from python_tests.distributed.test_distributed_loss import free_port
 
 STEPS, BATCH = 3, 8
@@ -128,3 +128,38 @@ def test_dale_train_under_torchrun(tmp_path):
     assert "(2 processes)" in res.stdout
     assert (out / "checkpoint.pt").exists() and (out / "metrics.json").exists()
     assert len((out / "log.csv").read_text().strip().splitlines()) == 2   # one writer: header + epoch 1
+
+
+def compile_worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ds = data()
+        idx = list(range(rank * BATCH // 2, (rank + 1) * BATCH // 2))
+        x = torch.stack([ds[i][0] for i in idx])
+        y = torch.stack([ds[i][1] for i in idx])
+        losses = []
+        for backend in (None, "aot_eager"):
+            cfg = TrainConfig(method="standard", epochs=1, batch_size=BATCH, lr=1e-3, seed=4, compile=backend)
+            t = Trainer(model(), cfg, device="cpu")
+            if backend:  # compiled around the DDP wrapper, not dropped by it
+                assert isinstance(t.run, torch._dynamo.eval_frame.OptimizedModule), type(t.run)
+                assert isinstance(t.run._orig_mod, DistributedDataParallel), type(t.run._orig_mod)
+            else:
+                assert isinstance(t.run, DistributedDataParallel)
+            losses.append([t.train_step(x, y)["loss"] for _ in range(2)])
+        torch.save(losses, out + f".{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_with_compile_keeps_both(tmp_path):
+    out = str(tmp_path / "compile")
+    mp.spawn(compile_worker, args=(2, free_port(), out), nprocs=2, join=True)
+    for r in range(2):
+        eager, compiled = torch.load(out + f".{r}")
+        # same start, same data: the compiled DDP model takes the same two steps
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-6)
