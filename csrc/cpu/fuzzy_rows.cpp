@@ -34,7 +34,7 @@ void edges(const U* up, const U* cur, const U* down, int64_t W, uint8_t* e) {
 
 // Vector width for the streamed path: 8 floats with AVX, 4 with SSE; 0 where neither exists
 // (the plain loops below then do all the work).
-#if defined(__AVX__)
+#if defined(__AVX2__)
 constexpr int kLanes = 8;
 using vf = __m256;
 inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
@@ -67,8 +67,8 @@ inline float scaled(uint8_t v) { return static_cast<float>(v) / 255.f; }
 // Elements to write one by one before `p` is aligned for streaming (or all of n when it can
 // never be, e.g. a float pointer that is not 4-byte aligned).
 inline int64_t head_count(const float* p, int64_t n) {
-  if (kLanes == 0) return n;
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p), bytes = kLanes * sizeof(float);
+  if constexpr (kLanes == 0) return n;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p), bytes = (kLanes > 0 ? kLanes : 1) * sizeof(float);
   if (a % sizeof(float) != 0) return n;
   const int64_t h = static_cast<int64_t>(((bytes - a % bytes) % bytes) / sizeof(float));
   return h < n ? h : n;
@@ -83,7 +83,7 @@ void mask(const S* src, const float* fm, const float* nm, float* fo, float* no, 
       fo[x] = fm[x] * v;
       no[x] = nm[x] * v;
     }
-#if defined(__AVX__) || defined(__SSE2__)
+#if defined(__AVX2__) || defined(__SSE2__)
     for (; x + kLanes <= n; x += kLanes) {
       vf v;
       if constexpr (sizeof(S) == 1) v = vload_u8(src + x); else v = vload(src + x);
@@ -103,7 +103,7 @@ void copy(const float* src, float* dst, int64_t n, bool stream) {
   int64_t x = 0;
   if (stream) {
     for (const int64_t h = head_count(dst, n); x < h; ++x) dst[x] = src[x];
-#if defined(__AVX__) || defined(__SSE2__)
+#if defined(__AVX2__) || defined(__SSE2__)
     for (; x + kLanes <= n; x += kLanes) vstream(dst + x, vload(src + x));
 #endif
   }
@@ -111,7 +111,7 @@ void copy(const float* src, float* dst, int64_t n, bool stream) {
 }
 
 void fence() {
-#if defined(__SSE2__) || defined(__AVX__)
+#if defined(__SSE2__) || defined(__AVX2__)
   _mm_sfence();
 #endif
 }

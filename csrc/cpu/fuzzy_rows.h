@@ -32,6 +32,8 @@ struct FuzzyRowKernels {
   void edges(const U* up, const U* cur, const U* down, int64_t W, uint8_t* e) const;
 };
 
+// (callers only: the per-ISA file must not instantiate inline code that other files could share)
+#ifndef DALE_MK_ISA
 template <>
 inline void FuzzyRowKernels::edges(const uint8_t* u, const uint8_t* c, const uint8_t* d, int64_t W, uint8_t* e) const {
   edges_u8(u, c, d, W, e);
@@ -51,6 +53,7 @@ inline void FuzzyRowKernels::edges(const uint64_t* u, const uint64_t* c, const u
                                    uint8_t* e) const {
   edges_u64(u, c, d, W, e);
 }
+#endif
 
 const FuzzyRowKernels& fuzzy_row_kernels();
 

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -89,6 +90,19 @@ struct Strip {
         Z(Dp * Lp, T(0)), Y(Dp * Lp, T(0)), C(Dp * Dp, T(0)), grad(D_ * L_), w(L_), sw(L_), wc(L_), gw(L_),
         label(L_), runs(C_), count(C_) {}
 };
+
+// The calling thread's strip buffers, kept between calls (rebuilt when the shape changes): they
+// are ~100 KB - 2 MB each, and glibc maps blocks of that size afresh on every allocation once its
+// mmap threshold has followed them up, so per-call buffers cost ~1000 page faults per call
+// (~3 us each on the development VM: most of the op's time at small shapes).
+template <typename T>
+Strip<T>& thread_strip(int64_t D, int64_t C, int64_t L) {
+  thread_local std::unique_ptr<Strip<T>> strip;
+  if (!strip || strip->D != D || strip->L != L || static_cast<int64_t>(strip->runs.size()) != C)
+    strip = std::make_unique<Strip<T>>(D, C, L);
+  std::fill(strip->fill.begin(), strip->fill.end(), 0);  // pending columns of an earlier call
+  return *strip;
+}
 
 template <typename scalar_t>
 struct CpuStats {
@@ -221,14 +235,14 @@ struct CpuStats {
   // Pass 2: per-slot centred second moments (C x D x D, upper triangle), float64.
   // A class's centred columns are collected across strips (up to one strip's worth) before the
   // symmetric micro-kernel runs, so it sees long rows even when classes form short runs.
-  void pass_moments(int64_t slots, const std::vector<T>& means, std::vector<double>& m2) {
+  void pass_moments(int64_t slots, const std::vector<T>& means, double* m2) {
     auto flush = [&](int64_t slot, Strip<T>& s, int64_t c) {
       const int64_t fill = s.fill[c], cols = round_up(fill, cpu::kColBlock);
       if (fill == 0) return;
       T* Z = s.pending[c].data();
       for (int64_t d = 0; d < g.D; ++d) std::fill(Z + d * s.Lp + fill, Z + d * s.Lp + cols, T(0));
       mk.syrk_upper(Z, s.Dp, cols, s.Lp, s.C.data());
-      double* a = m2.data() + (slot * g.C + c) * g.D * g.D;
+      double* a = m2 + (slot * g.C + c) * g.D * g.D;
       for (int64_t i = 0; i < g.D; ++i)
         for (int64_t j = i; j < g.D; ++j) a[i * g.D + j] += s.C[i * s.Dp + j];
       s.fill[c] = 0;
@@ -258,7 +272,7 @@ struct CpuStats {
     const int64_t n = strips();
     const int64_t chunk = (n + slots - 1) / slots;
     at::parallel_for(0, slots, 1, [&](int64_t s0, int64_t s1) {
-      Strip<T> s(g.D, g.C, sp.length());
+      Strip<T>& s = thread_strip<T>(g.D, g.C, sp.length());
       for (int64_t slot = s0; slot < s1; ++slot) {
         for (int64_t item = slot * chunk; item < std::min(n, (slot + 1) * chunk); ++item) {
           load(item, s);
@@ -290,7 +304,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cpu(const at::Ten
   const Geometry g = check_inputs(features, labels_, weights, num_classes, ignore_index, op);
   const at::Tensor labels = labels_.to(at::kLong).contiguous();
   const auto f64 = features.options().dtype(at::kDouble);
-  at::Tensor counts = at::zeros({g.C}, f64), means, m2 = at::zeros({g.C, g.D, g.D}, f64);
+  at::Tensor counts = at::zeros({g.C}, f64), means, covs = cpu::empty_cached({g.C, g.D, g.D}, at::kDouble);
+  bool finite = true;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "class_gaussians_cpu", [&] {
     using T = compute_t<scalar_t>;
     const at::Tensor w = weights_as(weights, c10::CppTypeToScalarType<T>::value);
@@ -311,18 +326,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cpu(const at::Ten
     means = at::where((counts > 0).unsqueeze(1), sums / safe.unsqueeze(1), at::zeros_like(sums));
     std::vector<T> mt(g.C * g.D);
     const double* pm = means.data_ptr<double>();
-    for (int64_t i = 0; i < g.C * g.D; ++i) mt[i] = static_cast<T>(pm[i]);
-    std::vector<double> acc(slots * g.C * g.D * g.D, 0.0);
+    for (int64_t i = 0; i < g.C * g.D; ++i) {
+      mt[i] = static_cast<T>(pm[i]);
+      finite &= std::isfinite(pm[i]);
+    }
+    // flushes add into the upper triangles; from the output cache, as it is large (C D^2 per slot)
+    at::Tensor acc_t = cpu::empty_cached({slots * g.C * g.D * g.D}, at::kDouble).zero_();
+    double* acc = acc_t.data_ptr<double>();
     k.pass_moments(slots, mt, acc);
-    double* out = m2.data_ptr<double>();
-    for (int64_t s = 0; s < slots; ++s)
-      for (int64_t i = 0; i < g.C * g.D * g.D; ++i) out[i] += acc[s * g.C * g.D * g.D + i];
+    // covariances: the slots' upper triangles summed in slot order, divided by the count,
+    // mirrored; one pass (finish_statistics does the same with tensor ops, for CUDA)
+    double* out = covs.data_ptr<double>();
+    const int64_t DD = g.D * g.D;
+    for (int64_t c = 0; c < g.C; ++c) {
+      const double n = pc[c];
+      for (int64_t i = 0; i < g.D; ++i)
+        for (int64_t j = i; j < g.D; ++j) {
+          double v = 0.0;
+          for (int64_t s = 0; s < slots; ++s) v += acc[(s * g.C + c) * DD + i * g.D + j];
+          v = n > 0 ? v / n : 0.0;
+          finite &= std::isfinite(v);
+          out[c * DD + i * g.D + j] = v;
+          out[c * DD + j * g.D + i] = v;
+        }
+    }
   });
-  auto result = finish_statistics(counts, means, m2, /*have_means=*/true);
-  TORCH_CHECK_VALUE(at::isfinite(std::get<1>(result)).all().item<bool>() &&
-                        at::isfinite(std::get<2>(result)).all().item<bool>(),
-                    op, ": `features` (or `weights`) contain NaN or infinity");
-  return result;
+  TORCH_CHECK_VALUE(finite, op, ": `features` (or `weights`) contain NaN or infinity");
+  return {counts, means, covs};
 }
 
 template <typename scalar_t>

@@ -217,7 +217,7 @@ def _class_gaussians_fake(features, labels, num_classes, weights, ignore_index):
 @torch.library.register_fake("dale_ext::_class_gaussians_backward")
 def _class_gaussians_backward_fake(grad_counts, grad_means, grad_covs, features, labels, weights, counts, means,
                                    covs, num_classes, ignore_index, features_grad, weights_grad):
-    gx = torch.empty_like(features) if features_grad else features.new_empty((0,))
+    gx = features.new_empty(features.shape) if features_grad else features.new_empty((0,))  # contiguous, as the kernels
     gw = torch.empty_like(weights) if weights_grad and weights is not None else features.new_empty((0,))
     return gx, gw
 
