@@ -1,5 +1,8 @@
 """Figures (matplotlib, Agg): the fuzzy split of an image (paper Fig. 2 part B), training curves,
-qualitative overlays (ground truth / prediction / overlap, Fig. 4) and omega maps."""
+qualitative overlays (ground truth / prediction / overlap, Fig. 4) and omega maps.
+
+Figures are drawn on their own Agg canvas, without pyplot: the caller's matplotlib backend and
+pyplot's figure list (e.g. inline plots in a notebook) are left alone."""
 from __future__ import annotations
 
 import os
@@ -9,13 +12,14 @@ import numpy as np
 import torch
 
 
-def _plt():
-    import matplotlib
+def _subplots(nrows: int, ncols: int, figsize, **kw):
+    """A figure on its own Agg canvas and its axes (as pyplot.subplots, without pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, **kw)
 
 
 def _image(x: torch.Tensor) -> np.ndarray:
@@ -29,7 +33,6 @@ def _image(x: torch.Tensor) -> np.ndarray:
 def _save(fig, path: str) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
     return path
 
 
@@ -45,7 +48,6 @@ def overlap_rgb(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 def plot_split(image: torch.Tensor, label: torch.Tensor, split, path: str, tau: float) -> str:
     """One image's fuzzy split: image, label, entropy map, edge-ratio map, score, masks."""
-    plt = _plt()
     panels = [
         ("image", _image(image), None),
         ("label", label.cpu().numpy(), "gray"),
@@ -56,7 +58,7 @@ def plot_split(image: torch.Tensor, label: torch.Tensor, split, path: str, tau: 
         ("non-fuzzy mask M^n", split.nonfuzzy_mask[0, 0].cpu().numpy(), "viridis"),
         ("fuzzy image M^f * X", _image(split.fuzzy_image[0]), None),
     ]
-    fig, axes = plt.subplots(2, 4, figsize=(13, 6.6))
+    fig, axes = _subplots(2, 4, figsize=(13, 6.6))
     for ax, (title, data, cmap) in zip(axes.flat, panels):
         im = ax.imshow(data, cmap=cmap, interpolation="nearest")
         if cmap not in (None, "gray"):
@@ -69,9 +71,8 @@ def plot_split(image: torch.Tensor, label: torch.Tensor, split, path: str, tau: 
 
 def plot_curves(histories: dict[str, list[dict]], path: str, keys: Sequence[str] = ("loss", "val_dice")) -> str:
     """Per-epoch curves of several runs (one line per run, one panel per key)."""
-    plt = _plt()
     keys = [k for k in keys if any(k in r for h in histories.values() for r in h)]
-    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(5 * max(1, len(keys)), 3.6), squeeze=False)
+    fig, axes = _subplots(1, max(1, len(keys)), figsize=(5 * max(1, len(keys)), 3.6), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for name, hist in histories.items():
             pts = [(r["epoch"], r[key]) for r in hist if key in r]
@@ -86,10 +87,9 @@ def plot_curves(histories: dict[str, list[dict]], path: str, keys: Sequence[str]
 
 def plot_overlays(images, labels, predictions: dict[str, torch.Tensor], path: str, n: int = 4) -> str:
     """Rows: test images; columns: image, ground truth, then each method's prediction overlap."""
-    plt = _plt()
     n = min(n, len(images))
     cols = 2 + len(predictions)
-    fig, axes = plt.subplots(n, cols, figsize=(2.6 * cols, 2.6 * n), squeeze=False)
+    fig, axes = _subplots(n, cols, figsize=(2.6 * cols, 2.6 * n), squeeze=False)
     for i in range(n):
         ref = labels[i].cpu().numpy() > 0
         row = [("image", _image(images[i])), ("ground truth", ref.astype(float))]
@@ -105,9 +105,8 @@ def plot_overlays(images, labels, predictions: dict[str, torch.Tensor], path: st
 def plot_omega(images, noisy, clean, fuzzy_mask, omega, path: str, n: int = 4) -> str:
     """Rows: training images; columns: image, noisy label, injected noise (where known), fuzzy
     mask M^f, omega* (confidence after the update; < 1 = distrusted)."""
-    plt = _plt()
     n = min(n, len(images))
-    fig, axes = plt.subplots(n, 5, figsize=(13, 2.7 * n), squeeze=False)
+    fig, axes = _subplots(n, 5, figsize=(13, 2.7 * n), squeeze=False)
     for i in range(n):
         noise = (noisy[i] != clean[i]).cpu().numpy() if clean is not None else np.zeros(noisy[i].shape)
         panels = [("image", _image(images[i]), None), ("training (noisy) label", noisy[i].cpu().numpy(), "gray"),
