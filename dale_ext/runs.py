@@ -11,12 +11,11 @@ import csv
 import dataclasses
 import json
 import os
-import typing
 from dataclasses import dataclass, field
 
 import torch
 
-from dale_ext.train.config import TrainConfig, _type_ok
+from dale_ext.train.config import TrainConfig, dataclass_from_dict
 
 
 @dataclass
@@ -40,22 +39,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
         """Strict: unknown keys and wrong types are errors (also inside ``train``)."""
-        if not isinstance(data, dict):
-            raise TypeError(f"run config: expected a mapping, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"run config: unknown key(s) {unknown}; known: {sorted(names)}")
-        hints = typing.get_type_hints(cls)
-        kw = {}
-        for key, value in data.items():
-            if key == "train":
-                kw[key] = TrainConfig.from_dict(value or {})
-            elif not _type_ok(value, hints[key]):
-                raise TypeError(f"run config: `{key}` must be {hints[key]}; got {value!r}")
-            else:
-                kw[key] = float(value) if hints[key] is float else value
-        return cls(**kw)
+        return dataclass_from_dict(cls, data, "run config", nested={"train": TrainConfig.from_dict})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -77,20 +77,32 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         """Strict: unknown keys and values of the wrong type raise ValueError/TypeError."""
-        if not isinstance(data, dict):
-            raise TypeError(f"TrainConfig: expected a mapping, got {type(data).__name__}")
-        hints = typing.get_type_hints(cls)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown key(s) {unknown}; known: {sorted(names)}")
-        for key, value in data.items():
-            if not _type_ok(value, hints[key]):
-                raise TypeError(f"TrainConfig: `{key}` must be {hints[key]}; got {value!r}")
-        return cls(**{k: (float(v) if hints[k] is float and isinstance(v, int) else v) for k, v in data.items()})
+        return dataclass_from_dict(cls, data, "TrainConfig")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def dataclass_from_dict(cls, data: dict, what: str, nested: dict | None = None):
+    """``cls(**data)``, strictly: ``data`` must be a mapping, unknown keys raise ValueError and
+    values of the wrong type TypeError (messages start with ``what``); ints are accepted for float
+    fields. ``nested`` maps a field to the parser of its (mapping) value."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{what}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{what}: unknown key(s) {unknown}; known: {sorted(names)}")
+    kw = {}
+    for key, value in data.items():
+        if nested and key in nested:
+            kw[key] = nested[key](value or {})
+        elif not _type_ok(value, hints[key]):
+            raise TypeError(f"{what}: `{key}` must be {hints[key]}; got {value!r}")
+        else:
+            kw[key] = float(value) if hints[key] is float and isinstance(value, int) else value
+    return cls(**kw)
 
 
 def _type_ok(value, hint) -> bool:
