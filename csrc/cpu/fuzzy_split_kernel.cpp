@@ -133,26 +133,48 @@ struct CpuFuzzySplit {
     const uint16_t* q = t.q.data();
     for (int64_t j = 0; j < g.Lw; ++j) {
       const int64_t x0 = j * g.pw, ww = patch_extent(j, g.pw, g.W);
+      int32_t qlo = g.bins, qhi = -1;  // the patch's range of bins
       for (int64_t r = 0; r < hh; ++r)
-        for (int64_t x = x0; x < x0 + ww; ++x) ++hist[q[r * g.W + x]];
-      // sum over distinct values of c ln c (the first pixel of a value takes its count and
-      // resets the bin); two partial sums shorten the floating-point dependency chain
-      double sum0 = 0.0, sum1 = 0.0;
-      for (int64_t r = 0; r < hh; ++r) {
-        const uint16_t* qr = q + r * g.W + x0;
-        int64_t x = 0;
-        for (; x + 1 < ww; x += 2) {
-          int32_t& c0 = hist[qr[x]];
-          sum0 += clogc[c0];
-          c0 = 0;
-          int32_t& c1 = hist[qr[x + 1]];
-          sum1 += clogc[c1];
-          c1 = 0;
+        for (int64_t x = x0; x < x0 + ww; ++x) {
+          const int32_t v = q[r * g.W + x];
+          ++hist[v];
+          qlo = std::min(qlo, v);
+          qhi = std::max(qhi, v);
         }
-        if (x < ww) {
-          int32_t& c = hist[qr[x]];
-          sum0 += clogc[c];
-          c = 0;
+      // sum over distinct values of c ln c, resetting the bins; two partial sums shorten the
+      // floating-point dependency chain
+      double sum0 = 0.0, sum1 = 0.0;
+      if (qhi - qlo < hh * ww) {
+        // few bins in range (the usual case): one sequential scan of them
+        int32_t v = qlo;
+        for (; v < qhi; v += 2) {
+          sum0 += clogc[hist[v]];
+          sum1 += clogc[hist[v + 1]];
+          hist[v] = 0;
+          hist[v + 1] = 0;
+        }
+        if (v == qhi) {
+          sum0 += clogc[hist[v]];
+          hist[v] = 0;
+        }
+      } else {
+        // more bins than pixels: visit the pixels (the first of a value takes its count)
+        for (int64_t r = 0; r < hh; ++r) {
+          const uint16_t* qr = q + r * g.W + x0;
+          int64_t x = 0;
+          for (; x + 1 < ww; x += 2) {
+            int32_t& c0 = hist[qr[x]];
+            sum0 += clogc[c0];
+            c0 = 0;
+            int32_t& c1 = hist[qr[x + 1]];
+            sum1 += clogc[c1];
+            c1 = 0;
+          }
+          if (x < ww) {
+            int32_t& c = hist[qr[x]];
+            sum0 += clogc[c];
+            c = 0;
+          }
         }
       }
       const double sum = sum0 + sum1;
