@@ -2,6 +2,11 @@
 GPU exists) and seeded random generators."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
+
 import pytest
 import torch
 
@@ -29,3 +34,16 @@ def pytest_collection_modifyitems(config, items):
 def gen():
     """A fresh, seeded torch.Generator per test (tests draw new random inputs, never zeros)."""
     return torch.Generator().manual_seed(1234)
+
+
+def results_under_each_cpu_isa(code: str) -> tuple:
+    """Runs ``code`` once with the portable CPU kernels (DALE_EXT_CPU_ISA=baseline) and once with
+    the best set for this CPU, each in a fresh process (the set is chosen once per process);
+    ``code`` saves its result with ``torch.save(result, sys.argv[1])``. Returns both results."""
+    outs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for isa in ("baseline", "best"):
+            path = os.path.join(tmp, f"{isa}.pt")
+            subprocess.run([sys.executable, "-c", code, path], check=True, env=dict(os.environ, DALE_EXT_CPU_ISA=isa))
+            outs.append(torch.load(path))
+    return tuple(outs)

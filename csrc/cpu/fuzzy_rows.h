@@ -32,26 +32,16 @@ struct FuzzyRowKernels {
   void edges(const U* up, const U* cur, const U* down, int64_t W, uint8_t* e) const;
 };
 
-// (callers only: the per-ISA file must not instantiate inline code that other files could share)
+// Picks the kernel of a label width (callers only: the per-ISA file must not instantiate
+// inline code that other files could share).
 #ifndef DALE_MK_ISA
-template <>
-inline void FuzzyRowKernels::edges(const uint8_t* u, const uint8_t* c, const uint8_t* d, int64_t W, uint8_t* e) const {
-  edges_u8(u, c, d, W, e);
-}
-template <>
-inline void FuzzyRowKernels::edges(const uint16_t* u, const uint16_t* c, const uint16_t* d, int64_t W,
-                                   uint8_t* e) const {
-  edges_u16(u, c, d, W, e);
-}
-template <>
-inline void FuzzyRowKernels::edges(const uint32_t* u, const uint32_t* c, const uint32_t* d, int64_t W,
-                                   uint8_t* e) const {
-  edges_u32(u, c, d, W, e);
-}
-template <>
-inline void FuzzyRowKernels::edges(const uint64_t* u, const uint64_t* c, const uint64_t* d, int64_t W,
-                                   uint8_t* e) const {
-  edges_u64(u, c, d, W, e);
+template <typename U>
+inline void FuzzyRowKernels::edges(const U* up, const U* cur, const U* down, int64_t W, uint8_t* e) const {
+  static_assert(sizeof(U) == 1 || sizeof(U) == 2 || sizeof(U) == 4 || sizeof(U) == 8, "label width");
+  if constexpr (sizeof(U) == 1) edges_u8(up, cur, down, W, e);
+  else if constexpr (sizeof(U) == 2) edges_u16(up, cur, down, W, e);
+  else if constexpr (sizeof(U) == 4) edges_u32(up, cur, down, W, e);
+  else edges_u64(up, cur, down, W, e);
 }
 #endif
 

@@ -3,9 +3,6 @@ skimage's find_boundaries; CUDA vs CPU; opcheck; torch.compile; bad inputs."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +10,7 @@ import torch
 
 import dale_ext
 from dale_ext.reference import fuzzy_split as reference_fuzzy_split
-from python_tests.conftest import cpu_and_cuda
+from python_tests.conftest import cpu_and_cuda, results_under_each_cpu_isa
 
 FIELDS = dale_ext.FuzzySplit._fields
 
@@ -193,12 +190,7 @@ def test_baseline_and_best_cpu_isa_agree(gen):
         "u=(x*255).to(torch.uint8);"
         "torch.save([tuple(dale_ext.fuzzy_split(x,l,patch_size=12)), tuple(dale_ext.fuzzy_split(u,l.int()))], sys.argv[1])"
     )
-    outs = []
-    for isa in ("baseline", "best"):
-        path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"dale_fs_isa_{isa}_{os.getpid()}.pt")
-        subprocess.run([sys.executable, "-c", code, path], check=True, env=dict(os.environ, DALE_EXT_CPU_ISA=isa))
-        outs.append(torch.load(path))
-        os.remove(path)
+    outs = results_under_each_cpu_isa(code)
     for a, b in zip(outs[0], outs[1]):
         for name, ta, tb in zip(FIELDS, a, b):
             torch.testing.assert_close(ta, tb, rtol=0, atol=0, msg=name)

@@ -3,10 +3,6 @@ float64 autograd through an independent eigh-based implementation; gradcheck; op
 torch.compile; hypothesis fuzzing; degenerate inputs; bad inputs; CUDA vs CPU."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -15,7 +11,7 @@ from hypothesis import strategies as st
 
 import dale_ext
 from dale_ext import reference
-from python_tests.conftest import cpu_and_cuda
+from python_tests.conftest import cpu_and_cuda, results_under_each_cpu_isa
 
 
 # ---------------------------------------------------------------- oracles (float64, independent)
@@ -193,13 +189,7 @@ def test_isa_variants_agree(gen):
         "x.requires_grad_(); s=dale_ext.class_gaussians(x,l,3); (s.covs.sum()+s.means.sum()).backward();"
         "torch.save((s.covs.detach(), x.grad), __import__('sys').argv[1])"
     )
-    outs = []
-    for isa in ("baseline", "best"):
-        path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"dale_isa_{isa}_{os.getpid()}.pt")
-        env = dict(os.environ, DALE_EXT_CPU_ISA=isa)
-        subprocess.run([sys.executable, "-c", code, path], check=True, env=env)
-        outs.append(torch.load(path))
-        os.remove(path)
+    outs = results_under_each_cpu_isa(code)
     torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-5, atol=1e-6)
 
