@@ -4,8 +4,8 @@ fuzzy_split's four pixel-resolution outputs and class_gaussians' feature gradien
 and written on every training iteration. With glibc, an allocation that large gets fresh pages
 from the kernel on every call (its mmap threshold follows the size of the last freed block, and
 a block of exactly that size is still mapped afresh), and the op then pays a page fault and a
-page clear for each 4 KiB it writes: on the development VM up to ~20 ms per fuzzy_split call at
-B=24, 3x224x224, five times the kernel itself. The ops therefore take these outputs from a
+page clear for each 4 KiB it writes: on the development VM up to ~19 ms per fuzzy_split call at
+B=24, 3x224x224, four times the kernel itself. The ops therefore take these outputs from a
 small cache: when the caller frees an output, its block is kept (up to the limit) and the next
 call of the same shape reuses it. Blocks under 256 KiB and all CUDA memory are not involved.
 

@@ -3,7 +3,7 @@
 // Why: glibc serves each allocation at or above its mmap threshold (dynamic, at most 32 MiB) with
 // a fresh mmap, and an allocation of exactly the threshold size stays above it, so an op called
 // every iteration with the same shapes gets new pages each time; the kernel zeroes each one on
-// its first touch. On the development VM that cost ~3 us per 4 KiB page, up to ~20 ms for the
+// its first touch. On the development VM that cost ~2 us per 4 KiB page, up to ~19 ms for the
 // 28.8 MB of masked images of one fuzzy_split call at B=24, 3x224x224 (the writes themselves
 // take ~1.5 ms). Blocks freed by the caller go back to this cache (bounded: limit below) and the
 // next call of the same shape reuses them.
