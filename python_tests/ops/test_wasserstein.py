@@ -170,6 +170,30 @@ def test_class_gaussians_large_mean_is_numerically_sound(gen):
     assert rel(got, cov[0]) < 1e-3
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_class_gaussians_merges_many_strips(gen, threads):
+    """Many strips per thread (D = 64: ~640 pixels a strip), each class's columns collected across
+    strips, per-thread sums merged in thread order: a common offset of 1e3, a drift of the mean
+    down the image and strips whose weights are all zero must not cost accuracy."""
+    B, D, H, W, C = 2, 64, 96, 80, 3
+    x = torch.randn(B, D, H, W, generator=gen, dtype=torch.float64)
+    x = x * torch.rand(1, D, 1, 1, generator=gen, dtype=torch.float64) + 1e3
+    x = x + torch.linspace(0, 5, H, dtype=torch.float64)[None, None, :, None]
+    lab = blob_labels(gen, B, H, W, C)
+    w = torch.rand(B, H, W, generator=gen, dtype=torch.float64)
+    w[:, 10:30] = 0
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+            xd, wd = x.to(dtype), w.to(dtype)
+            got = dale_ext.class_gaussians(xd, lab, C, weights=wd)
+            n, mu, cov = oracle_stats(xd, lab, C, wd)  # on the same (rounded) values
+            assert rel(got.counts, n) < tol and rel(got.means, mu) < tol and rel(got.covs, cov) < tol, dtype
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_class_gaussians_gradcheck(gen):
     x, lab, w = make_case(gen, 2, 4, 5, 6, 3)
     x.requires_grad_()
