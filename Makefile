@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dale_ext-installed
 
-.PHONY: test demo cuda-check bench study install clean
+.PHONY: test demo cuda-check test-cuda-build bench study install clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,18 @@ cuda-check:
 	             if not torch._C._dispatch_has_kernel_for_dispatch_key('dale_ext::' + op, 'CUDA')]; \
 	  assert not missing, missing; \
 	  print('cuda-check: OK', dale_ext.build_info(), 'torch', torch.__version__)"
+
+# The whole test suite against the CUDA build from cuda-check (torch 2.14.1+cu130 here): the
+# installed package, not the source tree, so the tests run from a copy in a scratch directory.
+# Without a GPU the CUDA tests skip; the CPU kernels and the Python code are exercised under the
+# newer torch. Not part of CI (about three minutes more).
+CUDA_TEST_DIR ?= /tmp/dale_ext-cuda-build-tests
+test-cuda-build: cuda-check
+	$(CUDA_VENV)/bin/pip install -q $$($(CUDA_VENV)/bin/python -c "import tomllib; \
+	  print(' '.join(d for d in tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['test']))")
+	rm -rf $(CUDA_TEST_DIR) && mkdir -p $(CUDA_TEST_DIR)
+	cp -r python_tests benchmarks pyproject.toml $(CUDA_TEST_DIR)/
+	cd $(CUDA_TEST_DIR) && $(abspath $(CUDA_VENV))/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
 	rm -rf build $(VENV) $(CUDA_VENV)
