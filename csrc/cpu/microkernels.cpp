@@ -37,38 +37,66 @@ template <typename T>
 inline void store(T* p, typename V<T>::type v) {
   std::memcpy(p, &v, sizeof(v));
 }
+// Horizontal sum as a tree of whole-vector shuffles and adds (an element-by-element loop compiles
+// to scalar extractions through the stack: a quarter of the syrk's time at short rows).
+inline float hsum_tree(V<float>::type v) {
+  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+  v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+  return v[0];
+}
+inline double hsum_tree(V<double>::type v) {
+  v += __builtin_shufflevector(v, v, 2, 3, 0, 1);
+  v += __builtin_shufflevector(v, v, 1, 0, 3, 2);
+  return v[0];
+}
 template <typename T>
 inline T hsum(typename V<T>::type v) {
-  T s = 0;
-  for (int k = 0; k < V<T>::N; ++k) s += v[k];
-  return s;
+  return hsum_tree(v);
 }
 
-// 4 rows of Z against 2 rows: 8 vector accumulators, 6 loads per 8 FMAs, one horizontal sum
-// per output entry at the end of the tile.
-template <typename T>
-void syrk_upper(const T* Z, int64_t D, int64_t TT, int64_t ldz, T* C) {
+// The syrk's register tile: 4 x 3 blocks (12 accumulators) with AVX2's 16 vector registers, 4 x 2
+// otherwise (SSE2 emulates a 32-byte vector with two registers). See benchmarks/microkernels_bench.cpp.
+#ifdef __AVX2__
+constexpr int kSyrkCols = 3;
+#else
+constexpr int kSyrkCols = 2;
+#endif
+
+// Entries (i0 + a, j0 + b), a < 4, b < J, of Z Z^T: 4J vector accumulators; each step loads the J
+// rows of the block and then each of the 4 rows once; one horizontal sum per entry at the end.
+template <typename T, int J>
+inline void syrk_block(const T* zi, const T* zj, int64_t TT, int64_t ldz, T* c, int64_t ldc) {
   using vec = typename V<T>::type;
   constexpr int N = V<T>::N;
-  for (int64_t i0 = 0; i0 < D; i0 += 4) {
-    const T* zi0 = Z + i0 * ldz;
-    for (int64_t j0 = i0; j0 < D; j0 += 2) {
-      const T* zj0 = Z + j0 * ldz;
-      vec acc[4][2] = {};
-      for (int64_t t = 0; t < TT; t += N) {
-        const vec b0 = load(zj0 + t), b1 = load(zj0 + ldz + t);
+  vec acc[4][J] = {};
+  for (int64_t t = 0; t < TT; t += N) {
+    vec b[J];
+    for (int j = 0; j < J; ++j) b[j] = load(zj + j * ldz + t);
 #pragma GCC unroll 4
-        for (int a = 0; a < 4; ++a) {
-          const vec za = load(zi0 + a * ldz + t);
-          acc[a][0] += za * b0;
-          acc[a][1] += za * b1;
-        }
-      }
-      for (int a = 0; a < 4; ++a) {
-        C[(i0 + a) * D + j0] = hsum<T>(acc[a][0]);
-        C[(i0 + a) * D + j0 + 1] = hsum<T>(acc[a][1]);
-      }
+    for (int a = 0; a < 4; ++a) {
+      const vec za = load(zi + a * ldz + t);
+      for (int j = 0; j < J; ++j) acc[a][j] += za * b[j];
     }
+  }
+  for (int a = 0; a < 4; ++a)
+    for (int j = 0; j < J; ++j) c[a * ldc + j] = hsum<T>(acc[a][j]);
+}
+
+// Blocks of 4 rows against kSyrkCols rows, from the diagonal on (D - i0 is a multiple of 4, so a
+// row of blocks ends with 0, 1 or 2 rows left, done by narrower blocks).
+template <typename T>
+void syrk_upper(const T* Z, int64_t D, int64_t TT, int64_t ldz, T* C) {
+  for (int64_t i0 = 0; i0 < D; i0 += 4) {
+    const T* zi = Z + i0 * ldz;
+    int64_t j0 = i0;
+    for (; j0 + kSyrkCols <= D; j0 += kSyrkCols)
+      syrk_block<T, kSyrkCols>(zi, Z + j0 * ldz, TT, ldz, C + i0 * D + j0, D);
+    if (D - j0 >= 2) {
+      syrk_block<T, 2>(zi, Z + j0 * ldz, TT, ldz, C + i0 * D + j0, D);
+      j0 += 2;
+    }
+    if (j0 < D) syrk_block<T, 1>(zi, Z + j0 * ldz, TT, ldz, C + i0 * D + j0, D);
   }
 }
 

@@ -1,0 +1,47 @@
+// Throughput of the Wasserstein statistics' dense micro-kernels (csrc/cpu/microkernels.cpp), one
+// core, float32 and float64, at the shapes the statistics op hands them (D rows, T columns of a
+// class's centred pixels). Useful multiply-adds: syrk D(D+1)/2 T, gemm D^2 T. Build and run:
+//   g++ -O3 -mavx2 -mfma -ffp-contract=fast -DDALE_MK_ISA=avx2 -Icsrc -c csrc/cpu/microkernels.cpp -o /tmp/mk.o
+//   g++ -O3 -DDALE_EXT_HAVE_AVX2 -Icsrc benchmarks/microkernels_bench.cpp /tmp/mk.o -o /tmp/mk && /tmp/mk
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "cpu/microkernels.h"
+
+template <typename Fn>
+double median_s(Fn&& fn, int reps) {
+  std::vector<double> ts;
+  for (int r = 0; r < 15; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < reps; ++i) fn();
+    ts.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps);
+  }
+  std::sort(ts.begin(), ts.end());
+  return ts[ts.size() / 2];
+}
+
+template <typename T>
+void run(const dale_ext::cpu::MicroKernelsFor<T>& k, const char* type) {
+  for (int64_t D : {64, 128})
+    for (int64_t T_ : {64, 160, 320, 640}) {
+      std::vector<T> Z(D * T_), C(D * D), G(D * D), Y(D * T_);
+      std::mt19937 rng(0);
+      std::normal_distribution<T> n;
+      for (auto& v : Z) v = n(rng);
+      for (auto& v : G) v = n(rng);
+      const int reps = static_cast<int>(20000000 / (D * D * T_)) + 1;
+      const double syrk = median_s([&] { k.syrk_upper(Z.data(), D, T_, T_, C.data()); }, reps);
+      const double gemm = median_s([&] { k.gemm(G.data(), Z.data(), D, T_, T_, Y.data(), T_); }, reps);
+      std::printf("%s D=%3ld T=%3ld  syrk %5.1f GFMA/s  gemm %5.1f GFMA/s\n", type, static_cast<long>(D),
+                  static_cast<long>(T_), D * (D + 1) / 2.0 * T_ / syrk / 1e9, static_cast<double>(D * D * T_) / gemm / 1e9);
+    }
+}
+
+int main() {
+  const auto& mk = dale_ext::cpu::avx2::kernels;
+  run(mk.f32, "float32");
+  run(mk.f64, "float64");
+}
