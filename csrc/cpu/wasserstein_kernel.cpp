@@ -395,6 +395,9 @@ struct CpuStatsBackward : CpuStats<scalar_t> {
   void run() {
     this->run_strips(thread_slots(this->strips()), [&](int64_t, Strip<T>& s) {
       const int64_t L = sp.length();
+      // pixels of no class get a zero gradient: the classes' runs overwrite a cleared strip, so
+      // the rows below are plain copies (vectorised where contiguous)
+      if (grad_x) std::fill(s.grad.begin(), s.grad.end(), T(0));
       for (int64_t c = 0; c < g.C; ++c)
         if (s.count[c] > 0) backward_class(s, c);
       // write the strip: channel by channel, row segment by row segment
@@ -410,9 +413,10 @@ struct CpuStatsBackward : CpuStats<scalar_t> {
         for (int64_t ry = 0; ry < s.nrows; ++ry) {
           scalar_t* o = dst + ((s.y0 + ry) * g.W + s.x0) * g.sP;
           const T* in = src + ry * sp.cols;
-          for (int64_t k = 0; k < s.ncols; ++k) {
-            const int64_t q = ry * sp.cols + k;
-            o[k * g.sP] = static_cast<scalar_t>(s.label[q] >= 0 ? in[k] : T(0));
+          if (g.sP == 1) {
+            for (int64_t k = 0; k < s.ncols; ++k) o[k] = static_cast<scalar_t>(in[k]);
+          } else {
+            for (int64_t k = 0; k < s.ncols; ++k) o[k * g.sP] = static_cast<scalar_t>(in[k]);
           }
         }
       }
