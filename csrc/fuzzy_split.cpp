@@ -60,6 +60,16 @@ Geometry check_inputs(const at::Tensor& image, const at::Tensor& label, at::IntA
   return g;
 }
 
+at::Tensor label_map(const at::Tensor& label) {
+  at::Tensor l = (label.dim() == 4 ? label.squeeze(1) : label).contiguous();
+  switch (l.scalar_type()) {
+    case at::kUInt16: return l.view(at::kShort);
+    case at::kUInt32: return l.view(at::kInt);
+    case at::kUInt64: return l.view(at::kLong);
+    default: return l;
+  }
+}
+
 Outputs allocate_outputs(const at::Tensor& image, const Geometry& g) {
   const auto f32 = image.options().dtype(at::kFloat);
   const auto img_opts = image.scalar_type() == at::kByte ? f32 : image.options();

@@ -68,9 +68,16 @@ C10_HOST_DEVICE inline bool is_edge(const label_t* lab, int64_t H, int64_t W, in
          (x > 0 && lab[y * W + x - 1] != v) || (x + 1 < W && lab[y * W + x + 1] != v);
 }
 
-// Eq. 5: min-max normalisation over an image's patches; 0 everywhere when max == min.
+// Entropies and edge ratios closer than this are one value: rounding residues (a constant patch's
+// ln n - (n ln n) / n can be +4e-16; the CUDA histogram's summation order varies between runs)
+// must not be stretched to 1 by Eq. 5. Far below any real difference: a patch of n <= 2^31
+// pixels that is not constant has entropy > 1e-8, and distinct edge ratios differ by >= 1/n^2.
+constexpr double kTieTolerance = 1e-12;
+
+// Eq. 5: min-max normalisation over an image's patches; 0 everywhere when max == min (up to
+// kTieTolerance).
 C10_HOST_DEVICE inline double normalise(double v, double lo, double hi) {
-  return hi > lo ? (v - lo) / (hi - lo) : 0.0;
+  return hi - lo > kTieTolerance ? (v - lo) / (hi - lo) : 0.0;
 }
 
 // Eq. 6 with the soft complement for the non-fuzzy mask (DESIGN.md, departure 2).
@@ -82,7 +89,7 @@ C10_HOST_DEVICE inline void soft_masks(double m, double tau, float* fuzzy, float
 // Shannon entropy from sum_v c_v ln c_v over a patch of n pixels: ln n - (1/n) sum c ln c.
 C10_HOST_DEVICE inline double entropy_from_clogc(double sum_clogc, int64_t n) {
   const double e = ::log(static_cast<double>(n)) - sum_clogc / static_cast<double>(n);
-  return e > 0.0 ? e : 0.0;  // a constant patch gives -0.0 or a rounding residue
+  return e > kTieTolerance ? e : 0.0;  // a constant patch gives 0 up to a rounding residue
 }
 
 // Masked image value: mask * image, uint8 scaled to [0, 1] first; computed in float (double for
@@ -116,6 +123,10 @@ C10_HOST_DEVICE inline int64_t patch_extent(int64_t index, int64_t size, int64_t
 // Returns the geometry; `label` is accepted as (B, H, W) or (B, 1, H, W).
 Geometry check_inputs(const at::Tensor& image, const at::Tensor& label, at::IntArrayRef patch_size,
                       double tau, int64_t bins);
+
+// The label map the kernels read: (B, H, W), contiguous, with unsigned 16/32/64-bit labels viewed
+// as the signed type of their width (labels are only compared for equality, bit for bit).
+at::Tensor label_map(const at::Tensor& label);
 
 // Output tensors, allocated once by the caller's device.
 struct Outputs {

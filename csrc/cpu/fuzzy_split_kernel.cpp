@@ -276,7 +276,7 @@ fuzzy_split_cpu(const at::Tensor& image_, const at::Tensor& label_, at::IntArray
   const Geometry g = check_inputs(image_, label_, patch_size, tau, bins);
   TORCH_CHECK_VALUE(image_.device().is_cpu(), "fuzzy_split (CPU kernel): `image` must be on the CPU");
   const at::Tensor image = image_.contiguous();
-  const at::Tensor label = (label_.dim() == 4 ? label_.squeeze(1) : label_).contiguous();
+  const at::Tensor label = label_map(label_);
   Outputs out = allocate_outputs(image, g);
   if (g.B == 0) return out.as_tuple();
   AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, image.scalar_type(), "fuzzy_split_cpu", [&] {

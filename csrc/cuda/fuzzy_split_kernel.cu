@@ -143,7 +143,7 @@ fuzzy_split_cuda(const at::Tensor& image_, const at::Tensor& label_, at::IntArra
   TORCH_CHECK_VALUE(image_.is_cuda(), "fuzzy_split (CUDA kernel): `image` must be a CUDA tensor");
   c10::cuda::CUDAGuard guard(image_.device());
   const at::Tensor image = image_.contiguous();
-  const at::Tensor label = (label_.dim() == 4 ? label_.squeeze(1) : label_).contiguous();
+  const at::Tensor label = label_map(label_);
   Outputs out = allocate_outputs(image, g);
   if (g.B == 0) return out.as_tuple();
 

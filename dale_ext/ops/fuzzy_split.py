@@ -16,7 +16,11 @@ Definitions (also those of :func:`dale_ext.reference.fuzzy_split`):
   4-neighbours inside the image (``skimage.segmentation.find_boundaries(connectivity=1,
   mode="thick")``).
 * Eq. 5 per image over its patches: ``(x - min) / (max - min)``, 0 for all when ``max == min``;
-  ``score = max(entropy_std, edge_std)`` (computed in float64).
+  ``score = max(entropy_std, edge_std)`` (computed in float64). "Equal" means within 1e-12, and
+  an entropy below 1e-12 is 0: a constant patch's entropy may otherwise round to +4e-16 (and the
+  CUDA histogram's summation order varies), which Eq. 5 would stretch to a score of 1. Real
+  differences are far larger (a non-constant patch of up to 2^31 pixels has entropy > 1e-8).
+* ``label`` may be any integer or bool dtype, unsigned 16/32/64-bit included.
 * Eq. 6: ``fuzzy_mask = 1 if score > tau else score``; ``nonfuzzy_mask = 1 if score < tau else
   1 - score`` (DESIGN.md departure 2: the printed ``tau - score`` would be negative).
 * ``fuzzy_image = fuzzy_mask * image`` and ``nonfuzzy_image = nonfuzzy_mask * image`` in the

@@ -81,6 +81,11 @@ def _patch_index(B: int, H: int, W: int, ph: int, pw: int, device) -> torch.Tens
     return pid[None] + torch.arange(B, device=device)[:, None, None] * (Lh * Lw)
 
 
+# Entropies / edge ratios closer than this are one value (csrc/fuzzy_split.h, kTieTolerance): a
+# constant patch's ln n - (n ln n) / n may leave +4e-16, which Eq. 5 must not stretch to 1.
+TIE_TOLERANCE = 1e-12
+
+
 def patch_entropy(q: torch.Tensor, ph: int, pw: int, bins: int, counts: torch.Tensor) -> torch.Tensor:
     """Shannon entropy (float64) of each patch's histogram of the bins ``q`` (B, H, W)."""
     B, H, W = q.shape
@@ -95,7 +100,8 @@ def patch_entropy(q: torch.Tensor, ph: int, pw: int, bins: int, counts: torch.Te
         clogc = torch.zeros(npatch, dtype=torch.float64, device=q.device)
         clogc.index_add_(0, torch.div(uniq, bins, rounding_mode="floor"), c * c.log())
     n = counts.flatten()
-    return (n.log() - clogc / n).clamp_(min=0).view(counts.shape)
+    e = n.log() - clogc / n
+    return torch.where(e > TIE_TOLERANCE, e, 0.0).view(counts.shape)
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -103,7 +109,8 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
     lo = flat.min(dim=1, keepdim=True).values
     hi = flat.max(dim=1, keepdim=True).values
     span = hi - lo
-    out = torch.where(span > 0, (flat - lo) / torch.where(span > 0, span, 1.0), 0.0)
+    tie = span <= TIE_TOLERANCE
+    out = torch.where(tie, 0.0, (flat - lo) / torch.where(tie, 1.0, span))
     return out.view_as(x)
 
 

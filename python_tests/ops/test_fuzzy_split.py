@@ -56,9 +56,9 @@ def oracle_fuzzy_split(image: torch.Tensor, label: torch.Tensor, ph: int, pw: in
                 ent[b, i, j] = max(0.0, float(-(p * np.log(p)).sum()))
                 edr[b, i, j] = edge[i * ph:(i + 1) * ph, j * pw:(j + 1) * pw].sum() / n
 
-    def norm(a):
+    def norm(a):  # "equal" within 1e-12 (documented in dale_ext.ops.fuzzy_split)
         lo, hi = a.min(), a.max()
-        return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+        return (a - lo) / (hi - lo) if hi - lo > 1e-12 else np.zeros_like(a)
 
     score = np.stack([np.maximum(norm(ent[b]), norm(edr[b])) for b in range(B)])
     fm = np.where(score > tau, 1.0, score)
@@ -219,6 +219,45 @@ def test_constant_image_and_label_give_zero_scores(gen):
     # score 0 < tau: fuzzy mask 0, non-fuzzy mask 1
     assert torch.equal(out.fuzzy_mask, torch.zeros_like(out.fuzzy_mask))
     assert torch.equal(out.nonfuzzy_image, image)
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
+@pytest.mark.parametrize("impl", [dale_ext.fuzzy_split, reference_fuzzy_split])
+@pytest.mark.parametrize("size,patch", [(24, 23), (40, 39), (43, 43), (114, 57), (50, (7, 11))])
+def test_constant_patches_of_any_size_have_zero_entropy(size, patch, impl, device):
+    """ln n - (n ln n) / n rounds to +4e-16 for some n (23, 39, 43, 114, ...); Eq. 5 must not
+    stretch that residue to a score of 1 (the float64 oracle gives 0 everywhere)."""
+    for value in (0.37, 0.0, 1.0):
+        image = torch.full((2, 1, size, size), value, device=device)
+        label = torch.zeros(2, size, size, dtype=torch.long, device=device)
+        out = impl(image, label, patch_size=patch)
+        assert torch.equal(out.entropy, torch.zeros_like(out.entropy)), (value, out.entropy.max().item())
+        assert torch.equal(out.score, torch.zeros_like(out.score))
+        assert torch.equal(out.fuzzy_mask, torch.zeros_like(out.fuzzy_mask))
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_identical_patches_tie(gen, device):
+    """A tiled pattern: every patch has the same histogram, hence one entropy, and all scores are 0
+    on every device (the CUDA histogram's summation order must not break the tie)."""
+    tile = torch.rand(3, 16, 16, generator=gen)
+    image = tile.repeat(2, 1, 4, 5).to(device)
+    label = torch.zeros(2, 64, 80, dtype=torch.long, device=device)
+    out = dale_ext.fuzzy_split(image, label, patch_size=16)
+    assert out.entropy.min() > 3  # a real, non-zero entropy
+    assert torch.equal(out.score, torch.zeros_like(out.score))
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
+@pytest.mark.parametrize("label_dtype", [torch.uint16, torch.uint32, torch.uint64])
+def test_unsigned_label_dtypes(gen, label_dtype, device):
+    image = torch.rand(2, 3, 30, 28, generator=gen).to(device)
+    label = torch.randint(0, 3, (2, 30, 28), generator=gen).to(device)
+    want = dale_ext.fuzzy_split(image, label, patch_size=8)
+    for impl in (dale_ext.fuzzy_split, reference_fuzzy_split):
+        got = impl(image, label.to(label_dtype), patch_size=8)
+        for name in ("entropy", "edge_ratio", "score", "fuzzy_mask", "nonfuzzy_image"):
+            torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=0, atol=1e-6, msg=name)
 
 
 def test_score_equal_to_tau_uses_soft_values():
