@@ -42,7 +42,8 @@ Geometry check_inputs(const at::Tensor& features, const at::Tensor& labels,
     TORCH_CHECK_VALUE(labels.dim() == 3 && labels.size(0) == B && labels.size(1) == H && labels.size(2) == W,
                       op, ": `labels` must be (B, H, W) = (", B, ", ", H, ", ", W, ") for features of shape ",
                       features.sizes(), "; got ", labels.sizes());
-    TORCH_CHECK_VALUE(features.stride(3) == 1 && features.stride(2) == W, op,
+    // (a size-1 dimension's stride is arbitrary in a contiguous tensor, and never used here)
+    TORCH_CHECK_VALUE((W == 1 || features.stride(3) == 1) && (H == 1 || features.stride(2) == W), op,
                       ": internal error: `features` must be contiguous over (H, W)");
     g.B = B;
     g.D = D;

@@ -305,6 +305,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cpu(const at::Ten
   const at::Tensor labels = labels_.to(at::kLong).contiguous();
   const auto f64 = features.options().dtype(at::kDouble);
   at::Tensor counts = at::zeros({g.C}, f64), means, covs = cpu::empty_cached({g.C, g.D, g.D}, at::kDouble);
+  if (g.B * g.P == 0) return {counts, at::zeros({g.C, g.D}, f64), covs.zero_()};  // no pixels: empty classes
   bool finite = true;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "class_gaussians_cpu", [&] {
     using T = compute_t<scalar_t>;
@@ -484,6 +485,9 @@ std::tuple<at::Tensor, at::Tensor> class_gaussians_backward_cpu(
   at::Tensor grad_x = features_grad ? cpu::empty_cached(features.sizes(), features.scalar_type()) : at::Tensor();
   at::Tensor grad_w;
   weights_grad = weights_grad && weights.has_value();
+  const auto none = features.options();
+  if (g.B * g.P == 0)  // no pixels: the (empty) gradients need no strip
+    return {features_grad ? grad_x : at::empty({0}, none), weights_grad ? at::zeros_like(*weights) : at::empty({0}, none)};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "class_gaussians_backward_cpu", [&] {
     using T = compute_t<scalar_t>;
     const at::Tensor w = weights_as(weights, c10::CppTypeToScalarType<T>::value);
@@ -497,7 +501,6 @@ std::tuple<at::Tensor, at::Tensor> class_gaussians_backward_cpu(
     b.run();
     if (weights_grad) grad_w = gw.to(weights->scalar_type()).view(weights->sizes());
   });
-  const auto none = features.options();
   return {features_grad ? grad_x : at::empty({0}, none), weights_grad ? grad_w : at::empty({0}, none)};
 }
 

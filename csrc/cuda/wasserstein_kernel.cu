@@ -21,6 +21,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxD = 256;               // larger D: the Python wrapper uses the reference
 constexpr int64_t kSharedBytes = 40 * 1024;  // chunk of centred features in shared memory
+constexpr int64_t kMomentsBytes = int64_t{256} << 20;  // the moments pass's per-block partial sums, at most
 
 template <typename scalar_t>
 using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
@@ -271,18 +272,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cuda(const at::Te
                       at::zeros({g.C, g.D}, f64));
     const at::Tensor means_t = means.to(tdt).contiguous();
     const int64_t E = g.D * (g.D + 1) / 2;
-    at::Tensor part2 = at::empty({ch.blocks, g.C, E}, features.options().dtype(tdt));
+    // one C x E slice of partial moments per block: with many classes and a large D that is
+    // C x D^2 / 2 x 4 bytes per block, so fewer blocks (each loops over more chunks) keep it
+    // within kMomentsBytes
+    const int64_t slice = g.C * E * static_cast<int64_t>(sizeof(T));
+    const int64_t blocks2 = std::max<int64_t>(1, std::min<int64_t>(ch.blocks, kMomentsBytes / std::max<int64_t>(1, slice)));
+    at::Tensor part2 = at::empty({blocks2, g.C, E}, features.options().dtype(tdt));
     const size_t sh2 = ch.K * sizeof(int64_t) + ((g.C + 1) / 2) * 2 * sizeof(int) + g.D * ch.K * sizeof(T);
     if (sh2 > 48 * 1024)
       C10_CUDA_CHECK(cudaFuncSetAttribute(moments_kernel<scalar_t>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(sh2)));
-    moments_kernel<scalar_t><<<ch.blocks, kThreads, sh2, stream>>>(features.data_ptr<scalar_t>(),
+    moments_kernel<scalar_t><<<blocks2, kThreads, sh2, stream>>>(features.data_ptr<scalar_t>(),
                                                                   labels.data_ptr<int64_t>(), wp,
                                                                   means_t.data_ptr<T>(), g, ch, part2.data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     m2_upper = at::empty({g.C, E}, f64);
     const int64_t e2 = g.C * E;
-    reduce_kernel<T><<<(e2 + kThreads - 1) / kThreads, kThreads, 0, stream>>>(part2.data_ptr<T>(), ch.blocks, e2,
+    reduce_kernel<T><<<(e2 + kThreads - 1) / kThreads, kThreads, 0, stream>>>(part2.data_ptr<T>(), blocks2, e2,
                                                                              m2_upper.data_ptr<double>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -337,11 +343,13 @@ std::tuple<at::Tensor, at::Tensor> class_gaussians_backward_cuda(
     if (weights_grad) {
       at::Tensor gw = at::empty({g.B * g.P}, features.options().dtype(at::kDouble));
       const int64_t total = g.B * g.P;
-      weight_grad_kernel<scalar_t><<<(total + kThreads - 1) / kThreads, kThreads, 0, stream>>>(
-          features.data_ptr<scalar_t>(), labels.data_ptr<int64_t>(), k.G.contiguous().data_ptr<double>(),
-          mu.data_ptr<double>(), gm.data_ptr<double>(), gc.data_ptr<double>(), n.data_ptr<double>(),
-          k.trace.contiguous().data_ptr<double>(), g, gw.data_ptr<double>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      if (total > 0) {  // a grid of 0 blocks is a launch error
+        weight_grad_kernel<scalar_t><<<(total + kThreads - 1) / kThreads, kThreads, 0, stream>>>(
+            features.data_ptr<scalar_t>(), labels.data_ptr<int64_t>(), k.G.contiguous().data_ptr<double>(),
+            mu.data_ptr<double>(), gm.data_ptr<double>(), gc.data_ptr<double>(), n.data_ptr<double>(),
+            k.trace.contiguous().data_ptr<double>(), g, gw.data_ptr<double>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
       grad_w = gw.to(weights->scalar_type()).view(weights->sizes());
     }
   });

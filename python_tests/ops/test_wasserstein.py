@@ -152,6 +152,31 @@ def test_class_gaussians_nd_layout_and_empty_class(gen):
                                dale_ext.class_gaussians(xt.contiguous(), lab, 4).covs, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_class_gaussians_size_one_spatial_dims_with_any_stride(gen, device):
+    """A size-1 H or W may carry any stride in a contiguous tensor (e.g. after a transpose)."""
+    for x in (torch.randn(2, 4, 5, 1, generator=gen, dtype=torch.float64).transpose(2, 3),
+              torch.randn(2, 4, 1, 5, generator=gen, dtype=torch.float64).transpose(2, 3)):
+        x = x.to(device)
+        lab = torch.randint(0, 2, (x.shape[0], *x.shape[2:]), generator=gen).to(device)
+        got = dale_ext.class_gaussians(x, lab, 2)
+        want = dale_ext.class_gaussians(x.clone(memory_format=torch.contiguous_format).reshape(x.shape), lab, 2)
+        torch.testing.assert_close(got.covs, want.covs)
+        torch.testing.assert_close(got.means, want.means)
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_class_gaussians_no_pixels_forward_and_backward(device):
+    """No pixels at all: zero statistics, and empty gradients for features and weights."""
+    for shape, lshape in (((0, 4), (0,)), ((0, 4, 3, 3), (0, 3, 3))):
+        x = torch.empty(shape, device=device, dtype=torch.float64, requires_grad=True)
+        w = torch.empty(lshape, device=device, dtype=torch.float64, requires_grad=True)
+        out = dale_ext.class_gaussians(x, torch.empty(lshape, dtype=torch.long, device=device), 3, weights=w)
+        assert torch.all(out.counts == 0) and torch.all(out.covs == 0)
+        (out.counts.sum() + out.means.sum() + out.covs.sum()).backward()
+        assert x.grad.shape == x.shape and w.grad.shape == w.shape
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_class_gaussians_half_inputs(gen, dtype):
     x, lab, w = make_case(gen, dtype=dtype)
