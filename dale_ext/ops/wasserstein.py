@@ -287,7 +287,7 @@ def _w2_backward(ctx, grad, _g1, _g2):
         out[2] = (-gm).to(mean2.dtype)
     for i, g in ((1, g1), (3, g2)):
         if need[i]:
-            if g.numel() == 0:
+            if g.dim() < 2:  # the (0,) placeholder, not an empty batch's (0, D, D)
                 raise RuntimeError("gaussian_w2: the covariance gradient was not prepared in the forward pass; "
                                    "call the op through dale_ext.gaussian_w2")
             out[i] = grad[..., None, None].to(g.dtype) * g

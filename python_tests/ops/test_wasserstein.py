@@ -274,6 +274,14 @@ def test_gaussian_w2_gradcheck_and_singular_inputs(gen):
     assert rel(w.detach(), want) < 1e-6
 
 
+def test_gaussian_w2_empty_batch():
+    m = torch.zeros(0, 5, dtype=torch.float64, requires_grad=True)
+    c = torch.zeros(0, 5, 5, dtype=torch.float64, requires_grad=True)
+    w = dale_ext.gaussian_w2(m, c, m, c)
+    w.sum().backward()
+    assert w.shape == (0,) and c.grad.shape == (0, 5, 5)
+
+
 def test_gaussian_w2_identical_gaussians_is_zero_not_negative(gen):
     S = random_spd(gen, 2, 8) + torch.eye(8)
     m = torch.randn(2, 8, generator=gen, dtype=torch.float64)
