@@ -43,7 +43,7 @@ Geometry check_inputs(const at::Tensor& features, const at::Tensor& labels,
                       op, ": `labels` must be (B, H, W) = (", B, ", ", H, ", ", W, ") for features of shape ",
                       features.sizes(), "; got ", labels.sizes());
     // (a size-1 dimension's stride is arbitrary in a contiguous tensor, and never used here)
-    TORCH_CHECK_VALUE((W == 1 || features.stride(3) == 1) && (H == 1 || features.stride(2) == W), op,
+    TORCH_CHECK_VALUE(features.numel() == 0 || ((W == 1 || features.stride(3) == 1) && (H == 1 || features.stride(2) == W)), op,
                       ": internal error: `features` must be contiguous over (H, W)");
     g.B = B;
     g.D = D;

@@ -176,6 +176,12 @@ struct CpuStats {
         prev = l;
       }
     }
+    // pixels that do not count (ignored, out of range, or past the image in a partial strip, where
+    // the buffer keeps an earlier strip's values) are zeros: the full-strip dot products of pass 1
+    // multiply them by a zero weight, and 0 * NaN would be NaN
+    for (int64_t k = 0; k < L; ++k)
+      if (s.label[k] < 0)
+        for (int64_t d = 0; d < g.D; ++d) s.X[d * L + k] = T(0);
     if (bad) bad_weight.store(true, std::memory_order_relaxed);
   }
 

@@ -11,14 +11,24 @@ from dale_ext._extension import has_kernel
 _warned: set[tuple[str, str]] = set()
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _in_int64(value: int, name: str, op: str) -> int:
+    """The ops take int64 arguments: a larger Python int is a ValueError naming ``name``."""
+    if not _INT64[0] <= value <= _INT64[1]:
+        raise ValueError(f"{op}: `{name}` must fit in a signed 64-bit integer; got {value}")
+    return value
+
+
 def pair(value, name: str, op: str) -> tuple[int, int]:
     """An int or a pair of ints -> (a, b); anything else is a TypeError naming ``name``."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return int(value), int(value)
+        return _in_int64(int(value), name, op), _in_int64(int(value), name, op)
     if isinstance(value, (tuple, list)) and len(value) == 2 and all(
         isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value
     ):
-        return int(value[0]), int(value[1])
+        return _in_int64(int(value[0]), name, op), _in_int64(int(value[1]), name, op)
     raise TypeError(f"{op}: `{name}` must be an int or a pair of ints; got {value!r}")
 
 
@@ -30,7 +40,7 @@ def real(value, name: str, op: str) -> float:
 
 def integer(value, name: str, op: str) -> int:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return int(value)
+        return _in_int64(int(value), name, op)
     raise TypeError(f"{op}: `{name}` must be an int; got {value!r}")
 
 

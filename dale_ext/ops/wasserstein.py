@@ -171,8 +171,14 @@ def _class_gaussians64(features, labels, num_classes, weights, ignore_index) -> 
     if use_reference("class_gaussians", features.device) or (features.is_cuda and features.shape[1] > _CUDA_MAX_D):
         from dale_ext.reference.wasserstein import class_gaussians as reference
 
-        return reference(features, labels, num_classes, weights=weights, ignore_index=ignore_index,
-                         dtype=torch.float64)
+        out = reference(features, labels, num_classes, weights=weights, ignore_index=ignore_index,
+                        dtype=torch.float64)
+        # the checks the compiled op makes
+        if weights is not None and not bool((weights >= 0).all()):
+            raise ValueError("class_gaussians: `weights` must be >= 0 and not NaN")
+        if not (bool(torch.isfinite(out.means).all()) and bool(torch.isfinite(out.covs).all())):
+            raise ValueError("class_gaussians: `features` (or `weights`) contain NaN or infinity")
+        return out
     return ClassGaussians(*torch.ops.dale_ext.class_gaussians.default(
         features, labels, int(num_classes), weights, int(ignore_index)))
 
@@ -245,6 +251,20 @@ def _class_gaussians_backward(ctx, grad_counts, grad_means, grad_covs):
 torch.library.register_autograd("dale_ext::class_gaussians", _class_gaussians_backward,
                                 setup_context=_class_gaussians_setup)
 
+_NO_DOUBLE_BACKWARD = ("dale_ext: second derivatives through class_gaussians, gaussian_w2 and wasserstein_loss are "
+                       "not implemented (their backward is a fused kernel / closed form); for gradient penalties or "
+                       "Hessian-vector products use dale_ext.reference (plain PyTorch, differentiable twice)")
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(_NO_DOUBLE_BACKWARD)
+
+
+# A backward taken with create_graph=True records this op; differentiating it again must fail
+# loudly, not give silent zeros.
+torch.library.register_autograd("dale_ext::_class_gaussians_backward", _no_double_backward,
+                                setup_context=lambda ctx, inputs, output: None)
+
 
 # ---------------------------------------------------------------- gaussian_w2
 def gaussian_w2(mean1, cov1, mean2, cov2) -> torch.Tensor:
@@ -255,8 +275,19 @@ def gaussian_w2(mean1, cov1, mean2, cov2) -> torch.Tensor:
     semi-definite); computed in float64 and returned in ``cov1``'s dtype. Differentiable w.r.t.
     all four, with closed-form gradients; on singular covariances the inverse square roots are
     pseudo-inverses (the distance is not differentiable there), so results stay finite.
+    NaN or infinite inputs raise ``ValueError`` (checked outside ``torch.compile`` tracing; on
+    CUDA the check waits for the inputs).
     """
     _check_w2_inputs(mean1, cov1, mean2, cov2)
+    if not torch.compiler.is_compiling():
+        for name, t in (("mean1", mean1), ("cov1", cov1), ("mean2", mean2), ("cov2", cov2)):
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"gaussian_w2: `{name}` contains NaN or infinity")
+    return _gaussian_w2(mean1, cov1, mean2, cov2)
+
+
+def _gaussian_w2(mean1, cov1, mean2, cov2) -> torch.Tensor:
+    """gaussian_w2 without the checks (the loss's statistics are checked finite by their op)."""
     grad = torch.is_grad_enabled()
     w2, _, _ = torch.ops.dale_ext._gaussian_w2.default(mean1, cov1, mean2, cov2, grad and cov1.requires_grad,
                                                         grad and cov2.requires_grad)
@@ -269,15 +300,30 @@ def _gaussian_w2_fake(mean1, cov1, mean2, cov2, cov1_grad, cov2_grad):
     return cov1.new_empty(cov1.shape[:-2]), g(cov1_grad), g(cov2_grad)
 
 
+class _FirstOrderOnly(torch.autograd.Function):
+    """``g`` (the closed-form covariance gradient of gaussian_w2), tied to the covariance ``cov``
+    it was computed from: with create_graph=True it would otherwise enter the graph as a
+    constant, and a second derivative would silently miss its dependence on ``cov``. Any
+    gradient reaching it raises."""
+
+    @staticmethod
+    def forward(ctx, g, cov):
+        return g.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError(_NO_DOUBLE_BACKWARD)
+
+
 def _w2_setup(ctx, inputs, output):
     mean1, cov1, mean2, cov2, _, _ = inputs
     _, g1, g2 = output
     ctx.mark_non_differentiable(g1, g2)
-    ctx.save_for_backward(mean1, mean2, g1, g2)
+    ctx.save_for_backward(mean1, mean2, g1, g2, cov1, cov2)
 
 
 def _w2_backward(ctx, grad, _g1, _g2):
-    mean1, mean2, g1, g2 = ctx.saved_tensors
+    mean1, mean2, g1, g2, cov1, cov2 = ctx.saved_tensors
     need = ctx.needs_input_grad
     gm = (2 * grad)[..., None] * (mean1 - mean2).to(grad.dtype)
     out = [None] * 6
@@ -285,11 +331,13 @@ def _w2_backward(ctx, grad, _g1, _g2):
         out[0] = gm.to(mean1.dtype)
     if need[2]:
         out[2] = (-gm).to(mean2.dtype)
-    for i, g in ((1, g1), (3, g2)):
+    for i, g, cov in ((1, g1, cov1), (3, g2, cov2)):
         if need[i]:
             if g.dim() < 2:  # the (0,) placeholder, not an empty batch's (0, D, D)
                 raise RuntimeError("gaussian_w2: the covariance gradient was not prepared in the forward pass; "
                                    "call the op through dale_ext.gaussian_w2")
+            if torch.is_grad_enabled():  # create_graph=True: the covariances' second derivative is missing
+                g = _FirstOrderOnly.apply(g, cov)
             out[i] = grad[..., None, None].to(g.dtype) * g
     return tuple(out)
 
@@ -352,7 +400,7 @@ def wasserstein_loss(input, input_labels, target, target_labels, num_classes, *,
         group = _check_group(process_group, "wasserstein_loss")
         si, st = _global_statistics(si, group), _global_statistics(st, group)
     cov_t, cov_in = _regularised(st.covs, si.covs, float(perturbation), float(eps))
-    w2 = gaussian_w2(st.means, cov_t, si.means, cov_in)
+    w2 = _gaussian_w2(st.means, cov_t, si.means, cov_in)
     valid = (si.counts >= min_count) & (st.counts >= min_count)
     out_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
     return _reduce(w2, valid, reduction).to(out_dtype)

@@ -22,6 +22,8 @@ def _flatten(features: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
     else:
         x = features
     lab = labels.reshape(-1)
+    if lab.dtype in (torch.uint16, torch.uint32, torch.uint64):  # few ops exist for these
+        lab = lab.long()
     w = None if weights is None else weights.reshape(-1)
     return x, lab, w
 
@@ -38,13 +40,16 @@ def class_gaussians(features, labels, num_classes, *, weights=None, ignore_index
     x = x.to(dtype)
     valid = (lab >= 0) & (lab < C) & (lab != ignore_index)
     w = valid.to(dtype) if w is None else w.to(dtype) * valid
-    lab = torch.where(valid, lab, 0)
+    # pixels that do not count get the label C: no class selects them, so their features (which
+    # may be NaN) never enter a product, not even with a zero weight
+    lab = torch.where(valid, lab, C)
     if method == "onehot":
-        onehot = torch.nn.functional.one_hot(lab, C).to(dtype) * w[:, None]     # (N, C)
+        x = torch.where(valid[:, None], x, 0)
+        onehot = torch.nn.functional.one_hot(lab, C + 1)[:, :C].to(dtype) * w[:, None]     # (N, C)
         counts = onehot.sum(0)
         safe = torch.where(counts > 0, counts, 1)
         means = (onehot.t() @ x) / safe[:, None] * (counts > 0)[:, None]
-        xc = x - means[lab]                                                      # own-class centring
+        xc = x - means[lab.clamp(max=C - 1)]               # own-class centring (rows of uncounted pixels are 0)
         covs = torch.einsum("nc,nd,ne->cde", onehot, xc, xc) / safe[:, None, None]
         return ClassGaussians(counts, means, covs)
     if method != "gather":

@@ -380,6 +380,85 @@ def test_reference_loss_agrees_with_kernel(gen):
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-6)
 
 
+def test_double_backward_raises_instead_of_silent_zeros(gen):
+    """Second derivatives are not implemented: create_graph=True works for the first derivative,
+    and differentiating it again raises (it used to give silent zeros or a missing term)."""
+    x = torch.randn(1, 3, 4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    lab = torch.randint(0, 2, (1, 4, 5), generator=gen)
+    loss = dale_ext.wasserstein_loss(x, lab, torch.randn(1, 3, 4, 5, generator=gen, dtype=torch.float64), lab, 2,
+                                     min_count=1)
+    (g,) = torch.autograd.grad(loss, x, create_graph=True)
+    with pytest.raises(RuntimeError, match="second derivatives"):
+        torch.autograd.grad((g * torch.randn(g.shape, generator=gen, dtype=g.dtype)).sum(), x)
+    # gaussian_w2 directly: the covariance gradient depends on the covariance
+    S = (2 * torch.eye(3, dtype=torch.float64)).repeat(2, 1, 1).requires_grad_()
+    m = torch.zeros(2, 3, dtype=torch.float64)
+    w2 = dale_ext.gaussian_w2(m, S, m, torch.eye(3, dtype=torch.float64).repeat(2, 1, 1))
+    (gS,) = torch.autograd.grad((w2 ** 2).sum(), S, create_graph=True)
+    with pytest.raises(RuntimeError, match="second derivatives"):
+        torch.autograd.grad(gS.sum(), S)
+    # the means' part has its second derivative: d2/dm1^2 of |m1 - m2|^2 = 2 I
+    m1 = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
+    (gm,) = torch.autograd.grad(dale_ext.gaussian_w2(m1, S.detach(), m, S.detach()).sum(), m1, create_graph=True)
+    torch.testing.assert_close(torch.autograd.grad(gm.sum(), m1)[0], torch.full((2, 3), 2.0, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", ["mean1", "cov1", "mean2", "cov2"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_gaussian_w2_non_finite_input_raises(name, bad):
+    args = dict(mean1=torch.zeros(2, 3), cov1=torch.eye(3).repeat(2, 1, 1), mean2=torch.ones(2, 3),
+                cov2=torch.eye(3).repeat(2, 1, 1))
+    args[name] = args[name].clone()
+    args[name].view(-1)[1] = bad
+    with pytest.raises(ValueError, match=f"`{name}` contains NaN or infinity"):
+        dale_ext.gaussian_w2(**args)
+
+
+@pytest.mark.parametrize("impl", [dale_ext.class_gaussians, reference.class_gaussians])
+def test_non_finite_features_at_pixels_that_do_not_count_are_ignored(gen, impl):
+    """Ignored and out-of-range pixels do not count, whatever their features hold (NaN, inf)."""
+    x = torch.randn(2, 4, 40, 37, generator=gen, dtype=torch.float64)
+    lab = torch.randint(0, 3, (2, 40, 37), generator=gen)
+    lab[0, 5, :9] = -100
+    lab[1, 30, 3:7] = 7
+    want = impl(x, lab, 3)
+    xb = x.clone()
+    xb[0, :, 5, :9] = float("nan")
+    xb[1, :, 30, 3:7] = float("inf")
+    got = impl(xb, lab, 3)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # and a later call with clean features is not affected by the earlier one's buffers
+    torch.testing.assert_close(impl(x, lab, 3).covs, want.covs, rtol=1e-12, atol=1e-12)
+
+
+def test_empty_batch_with_any_strides():
+    for x in (torch.randn(0, 4, 3, 5).contiguous(memory_format=torch.channels_last),
+              torch.randn(0, 3, 5, 4).permute(0, 3, 1, 2)):
+        out = dale_ext.class_gaussians(x, torch.zeros(0, 3, 5, dtype=torch.long), 2)
+        assert torch.all(out.counts == 0)
+
+
+@pytest.mark.parametrize("label_dtype", [torch.uint16, torch.uint32, torch.uint64])
+def test_unsigned_labels_kernel_and_reference(gen, label_dtype):
+    x = torch.randn(2, 3, 6, 7, generator=gen, dtype=torch.float64)
+    lab = torch.randint(0, 3, (2, 6, 7), generator=gen)
+    want = reference.class_gaussians(x, lab, 3)
+    for impl in (dale_ext.class_gaussians, reference.class_gaussians):
+        got = impl(x, lab.to(label_dtype), 3)
+        torch.testing.assert_close(got.covs, want.covs)
+
+
+def test_integer_arguments_beyond_int64_raise_clearly():
+    x, lab = torch.randn(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="`ignore_index` must fit in a signed 64-bit integer"):
+        dale_ext.class_gaussians(x, lab, 2, ignore_index=2**64 - 1)
+    with pytest.raises(ValueError, match="`num_classes` must fit"):
+        dale_ext.wasserstein_loss(x, lab, x, lab, 2**63)
+    with pytest.raises(ValueError, match="`bins` must fit"):
+        dale_ext.fuzzy_split(torch.rand(1, 1, 4, 4), lab[:, :1, :1].expand(1, 4, 4), bins=2**63)
+
+
 DEGENERATE = {
     "one_pixel_class": lambda x, l: (x, torch.where(torch.arange(l.numel()).view(l.shape) == 5, 1, 0)),
     "identical_pixels": lambda x, l: (x[:, :, :1, :1].expand_as(x).contiguous(), l),
