@@ -252,8 +252,9 @@ torch.library.register_autograd("dale_ext::class_gaussians", _class_gaussians_ba
                                 setup_context=_class_gaussians_setup)
 
 _NO_DOUBLE_BACKWARD = ("dale_ext: second derivatives through class_gaussians, gaussian_w2 and wasserstein_loss are "
-                       "not implemented (their backward is a fused kernel / closed form); for gradient penalties or "
-                       "Hessian-vector products use dale_ext.reference (plain PyTorch, differentiable twice)")
+                       "not implemented (their backward is a fused kernel and closed-form matrix gradients); "
+                       "dale_ext.reference.class_gaussians is plain PyTorch and differentiable twice, the W^2 "
+                       "matrix functions are not")
 
 
 def _no_double_backward(ctx, *grads):

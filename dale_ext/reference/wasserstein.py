@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from dale_ext.ops.wasserstein import ClassGaussians, _check_statistics_inputs, _check_w2_inputs
+from dale_ext.ops.wasserstein import ClassGaussians, _check_statistics_inputs, _check_w2_inputs, _FirstOrderOnly
 
 
 def _flatten(features: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None):
@@ -95,6 +95,7 @@ class _GaussianW2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, m1, s1, m2, s2):
         out_dtype = s1.dtype
+        cov1, cov2 = s1, s2  # the inputs, saved for the second-derivative guard
         m1, s1, m2, s2 = (t.double() for t in (m1, s1, m2, s2))
         s1, s2 = _sym(s1), _sym(s2)
         l1, v1 = torch.linalg.eigh(s1)
@@ -105,24 +106,27 @@ class _GaussianW2(torch.autograd.Function):
         lm = lm.clamp(min=0)
         diff = m1 - m2
         w2 = (diff * diff).sum(-1) + torch.diagonal(s1 + s2, dim1=-2, dim2=-1).sum(-1) - 2 * lm.sqrt().sum(-1)
-        ctx.save_for_backward(diff, l1, v1, a_half, lm, vm)
+        ctx.save_for_backward(diff, l1, v1, a_half, lm, vm, cov1, cov2)
         ctx.out_dtype = out_dtype
         return w2.clamp(min=0).to(out_dtype)
 
     @staticmethod
     def backward(ctx, g):
-        diff, l1, v1, a_half, lm, vm = ctx.saved_tensors
+        diff, l1, v1, a_half, lm, vm, s1, s2 = ctx.saved_tensors
+        # closed form from saved eigendecompositions: a second derivative would miss their
+        # dependence on the covariances, so differentiating these again raises
+        guard = (lambda t, s: _FirstOrderOnly.apply(t, s)) if torch.is_grad_enabled() else (lambda t, s: t)  # noqa: E731
         g = g.double()
         eye = torch.eye(diff.shape[-1], dtype=torch.float64, device=diff.device)
         gm = g[..., None] * 2 * diff
         g1 = g2 = None
         if ctx.needs_input_grad[3]:
             t2 = a_half @ _eig_fn(lm, vm, _pinv_sqrt) @ a_half
-            g2 = g[..., None, None] * (eye - _sym(t2))
+            g2 = g[..., None, None] * guard(eye - _sym(t2), s2)
         if ctx.needs_input_grad[1]:
             a_ihalf = _eig_fn(l1, v1, _pinv_sqrt)
             t1 = a_ihalf @ _eig_fn(lm, vm, torch.sqrt) @ a_ihalf
-            g1 = g[..., None, None] * (eye - _sym(t1))
+            g1 = g[..., None, None] * guard(eye - _sym(t1), s1)
         cast = lambda t: None if t is None else t.to(ctx.out_dtype)  # noqa: E731
         return cast(gm), cast(g1), cast(-gm), cast(g2)
 

@@ -397,6 +397,11 @@ def test_double_backward_raises_instead_of_silent_zeros(gen):
     (gS,) = torch.autograd.grad((w2 ** 2).sum(), S, create_graph=True)
     with pytest.raises(RuntimeError, match="second derivatives"):
         torch.autograd.grad(gS.sum(), S)
+    # the reference's closed-form W^2 backward raises too
+    (gR,) = torch.autograd.grad((reference.gaussian_w2(m, S, m, torch.eye(3, dtype=torch.float64).repeat(2, 1, 1))
+                                 ** 2).sum(), S, create_graph=True)
+    with pytest.raises(RuntimeError, match="second derivatives"):
+        torch.autograd.grad(gR.sum(), S)
     # the means' part has its second derivative: d2/dm1^2 of |m1 - m2|^2 = 2 I
     m1 = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
     (gm,) = torch.autograd.grad(dale_ext.gaussian_w2(m1, S.detach(), m, S.detach()).sum(), m1, create_graph=True)
