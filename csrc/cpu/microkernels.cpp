@@ -37,22 +37,18 @@ template <typename T>
 inline void store(T* p, typename V<T>::type v) {
   std::memcpy(p, &v, sizeof(v));
 }
-// Horizontal sum as a tree of whole-vector shuffles and adds (an element-by-element loop compiles
+// Horizontal sums as trees of whole-vector shuffles and adds (an element-by-element loop compiles
 // to scalar extractions through the stack: a quarter of the syrk's time at short rows).
-inline float hsum_tree(V<float>::type v) {
+inline float hsum(V<float>::type v) {
   v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
   v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
   v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
   return v[0];
 }
-inline double hsum_tree(V<double>::type v) {
+inline double hsum(V<double>::type v) {
   v += __builtin_shufflevector(v, v, 2, 3, 0, 1);
   v += __builtin_shufflevector(v, v, 1, 0, 3, 2);
   return v[0];
-}
-template <typename T>
-inline T hsum(typename V<T>::type v) {
-  return hsum_tree(v);
 }
 
 // The syrk's register tile: 4 x 3 blocks (12 accumulators) with AVX2's 16 vector registers, 4 x 2
@@ -80,7 +76,7 @@ inline void syrk_block(const T* zi, const T* zj, int64_t TT, int64_t ldz, T* c, 
     }
   }
   for (int a = 0; a < 4; ++a)
-    for (int j = 0; j < J; ++j) c[a * ldc + j] = hsum<T>(acc[a][j]);
+    for (int j = 0; j < J; ++j) c[a * ldc + j] = hsum(acc[a][j]);
 }
 
 // Blocks of 4 rows against kSyrkCols rows, from the diagonal on (D - i0 is a multiple of 4, so a

@@ -281,8 +281,10 @@ def gaussian_w2(mean1, cov1, mean2, cov2) -> torch.Tensor:
     """
     _check_w2_inputs(mean1, cov1, mean2, cov2)
     if not torch.compiler.is_compiling():
-        for name, t in (("mean1", mean1), ("cov1", cov1), ("mean2", mean2), ("cov2", cov2)):
-            if not bool(torch.isfinite(t).all()):
+        named = (("mean1", mean1), ("cov1", cov1), ("mean2", mean2), ("cov2", cov2))
+        finite = torch.stack([torch.isfinite(t).all() for _, t in named]).tolist()  # one device sync
+        for (name, _), ok in zip(named, finite):
+            if not ok:
                 raise ValueError(f"gaussian_w2: `{name}` contains NaN or infinity")
     return _gaussian_w2(mean1, cov1, mean2, cov2)
 
