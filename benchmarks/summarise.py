@@ -9,6 +9,8 @@ import json
 import sys
 from collections import defaultdict
 
+from benchmarks import git_commit
+
 
 def summarise(path: str) -> str:
     data = json.load(open(path))
@@ -23,7 +25,7 @@ def summarise(path: str) -> str:
         f"- machine: {mi.get('node')} / {mi.get('cpu', {}).get('brand_raw')} "
         f"({mi.get('cpu', {}).get('count')} CPUs), python {mi.get('python_version')}",
         f"- torch {extra.get('torch')}, dale_ext build {extra.get('build')}",
-        f"- commit {ci.get('id')} (dirty: {ci.get('dirty')}), {data.get('datetime')}",
+        f"- commit {ci.get('id') or git_commit()} (dirty: {ci.get('dirty')}), {data.get('datetime')}",
         "",
         "| benchmark | impl | median (ms) | baseline / impl |",
         "|---|---|---:|---:|",

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 
 import torch
+
+from benchmarks import git_commit
 
 
 def median_ms(fn, reps: int = 50, warmup: int = 5) -> float:
@@ -56,10 +57,7 @@ def main(outdir: str) -> None:
     gpu = torch.cuda.is_available()
     info = {"gpu": torch.cuda.get_device_name() if gpu else None, "torch": torch.__version__,
             "cuda": torch.version.cuda, "python": platform.python_version()}
-    try:
-        info["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        info["commit"] = None
+    info["commit"] = git_commit()
     if gpu:
         bw = copy_bandwidth()
         info["copy_bandwidth_GBps"] = bw

@@ -1,22 +1,42 @@
 #!/usr/bin/env bash
 # One prepared GPU session (H100/H200, no network): build with CUDA for sm_90, run the CUDA tests,
-# compute-sanitizer (memcheck, racecheck) over a short op script, the GPU benchmarks and the copy
-# bandwidth roofline; write JSON + logs to OUTDIR. Must finish well inside ten minutes.
+# the GPU benchmarks, compute-sanitizer (memcheck, racecheck) over a short op script and the copy
+# bandwidth roofline; write JSON + logs to OUTDIR. The lease is short (15 device minutes in all,
+# machine start included), so every step after the build gets a slice of one time budget
+# (DALE_GPU_BUDGET_S, default 480 s from the start of this script), in order of importance:
+# correctness first, then speed, then the sanitizers. A step that no longer fits is skipped and
+# says so in status.txt. The machine has no .git: pass DALE_GIT_COMMIT=<sha> for the records.
 #
 #   benchmarks/gpu/run.sh OUTDIR            # on the GPU machine
 #   DALE_GPU_DRY_RUN=1 benchmarks/gpu/run.sh /tmp/out   # on a CPU machine: every step that can run
 set -uo pipefail
 OUT=${1:?usage: run.sh OUTDIR}
 OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)   # absolute: the script changes directory next
+# The device tool returns at most 8 files: every log goes to OUTDIR/all, which ends up packed into
+# OUTDIR/logs.tgz beside copies of the main files.
+FINAL=$OUT
+OUT=$FINAL/all
+mkdir -p "$OUT"
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
 DRY=${DALE_GPU_DRY_RUN:-0}
-log() { echo "[run.sh $(date +%H:%M:%S)] $*" | tee -a "$OUT/run.log"; }
+BUDGET=${DALE_GPU_BUDGET_S:-480}
+START=$(date +%s)
+export PYTHONUNBUFFERED=1
+log() { echo "[run.sh +$(( $(date +%s) - START ))s] $*" | tee -a "$OUT/run.log"; }
 status() { echo "$1=$2" >> "$OUT/status.txt"; }
 : > "$OUT/status.txt"
+# seconds for a step: its cap, or what is left of the budget if that is less (0: skip the step)
+slice() {
+  local left=$(( BUDGET - ($(date +%s) - START) ))
+  if [ "$left" -lt "${2:-20}" ]; then echo 0; elif [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
+}
 
 log "environment"
-{ nvidia-smi || true; nvcc --version || true; $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"; git rev-parse HEAD || true; } > "$OUT/env.txt" 2>&1
+{ nvidia-smi || true; nvcc --version || true
+  $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available()); \
+p = torch.cuda.get_device_properties(0) if torch.cuda.is_available() else None; print(p)"
+  echo "commit ${DALE_GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null)}"; nproc; } > "$OUT/env.txt" 2>&1
 
 if [ "$DRY" = 1 ]; then
   log "dry run: using the installed (CPU) build"
@@ -24,38 +44,58 @@ if [ "$DRY" = 1 ]; then
 else
   log "build (CUDA ON, sm_90)"
   export TORCH_CUDA_ARCH_LIST=9.0
-  if $PY -m pip install --no-build-isolation --no-deps -v -C build-dir=build/gpu \
+  if timeout 300 $PY -m pip install --no-build-isolation --no-deps -v -C build-dir=build/gpu \
        -C cmake.define.DALE_EXT_CUDA=ON -C cmake.define.CMAKE_CUDA_FLAGS="-Xptxas=-v" -e . > "$OUT/build.log" 2>&1; then
     status build ok
   else
     status build failed; log "build failed (see build.log)"; tail -40 "$OUT/build.log"; exit 1
   fi
   grep -E "ptxas info|spill" "$OUT/build.log" > "$OUT/ptxas.txt" || true
+  log "build done"
 fi
 
-log "CUDA tests (and the CPU op tests, for the CPU=CUDA comparisons' other side)"
-timeout 240 $PY -m pytest -q -p no:cacheprovider python_tests/ops -m "needs_cuda" -rs --junitxml="$OUT/cuda_tests.xml" \
-  > "$OUT/cuda_tests.log" 2>&1; status cuda_tests $?
-tail -3 "$OUT/cuda_tests.log"
+t=$(slice 170)
+if [ "$t" -gt 0 ]; then
+  log "CUDA tests: ops and trainer (and the CPU side of each CPU=CUDA comparison), ${t}s at most"
+  timeout "$t" $PY -m pytest -q -p no:cacheprovider python_tests/ops python_tests/train -m "needs_cuda" -rs \
+    --junitxml="$OUT/cuda_tests.xml" > "$OUT/cuda_tests.log" 2>&1; status cuda_tests $?
+  tail -15 "$OUT/cuda_tests.log"
+else status cuda_tests skipped-no-time; fi
+
+t=$(slice 150)
+if [ "$t" -gt 0 ]; then
+  log "benchmarks (CUDA only: the CPU ones are recorded on the CPU machines), ${t}s at most"
+  BENCH_K=cuda; [ "$DRY" = 1 ] && BENCH_K="cpu and float32 and kernel"
+  timeout "$t" $PY -m pytest -q -p no:cacheprovider benchmarks -k "$BENCH_K" --benchmark-only \
+    --benchmark-json="$OUT/bench.json" --benchmark-columns=median,iqr,rounds > "$OUT/bench.log" 2>&1
+  status bench $?
+  tail -3 "$OUT/bench.log"
+else status bench skipped-no-time; fi
 
 if [ "$DRY" = 1 ] || ! command -v compute-sanitizer > /dev/null; then
   log "compute-sanitizer: skipped (dry run or not installed)"; status sanitizer skipped
 else
   for tool in memcheck racecheck; do
-    log "compute-sanitizer --tool $tool"
-    timeout 150 compute-sanitizer --tool "$tool" --error-exitcode 9 $PY benchmarks/gpu/sanitize_ops.py \
-      > "$OUT/sanitizer_$tool.log" 2>&1; status "sanitizer_$tool" $?
-    grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitizer_$tool.log" | tail -2
+    t=$(slice 110 30)
+    if [ "$t" -eq 0 ]; then status "sanitizer_$tool" skipped-no-time; continue; fi
+    log "compute-sanitizer --tool $tool, ${t}s at most"
+    # no caching allocator: an access past a tensor's end then leaves its allocation
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "$t" compute-sanitizer --tool "$tool" --error-exitcode 9 \
+      $PY benchmarks/gpu/sanitize_ops.py > "$OUT/sanitizer_$tool.log" 2>&1; status "sanitizer_$tool" $?
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|^OK" "$OUT/sanitizer_$tool.log" | tail -3
   done
 fi
 
-log "benchmarks"
-timeout 300 $PY -m pytest -q -p no:cacheprovider benchmarks --benchmark-only --benchmark-json="$OUT/bench.json" \
-  --benchmark-columns=median,iqr,rounds > "$OUT/bench.log" 2>&1; status bench $?
-tail -3 "$OUT/bench.log"
-
 log "roofline (device-to-device copy bandwidth) and summary"
-timeout 120 $PY benchmarks/gpu/roofline.py "$OUT" > "$OUT/roofline.log" 2>&1; status roofline $?
+t=$(slice 60 10); [ "$t" -eq 0 ] && t=10
+timeout "$t" $PY -m benchmarks.gpu.roofline "$OUT" > "$OUT/roofline.log" 2>&1; status roofline $?
 $PY -m benchmarks.summarise "$OUT/bench.json" > "$OUT/bench.md" 2>> "$OUT/run.log" || true
+log "done"
 cat "$OUT/status.txt"
-tail -20 "$OUT/roofline.log"
+head -40 "$OUT/bench.md" 2>/dev/null
+tail -25 "$OUT/roofline.log"
+tar czf "$FINAL/logs.tgz" -C "$FINAL" all
+for f in status.txt gpu.json bench.json bench.md cuda_tests.log ptxas.txt; do
+  [ -f "$OUT/$f" ] && cp "$OUT/$f" "$FINAL/"
+done
+rm -rf "$OUT"

@@ -21,5 +21,16 @@ for dtype in (torch.float32, torch.float64, torch.bfloat16):
         (s.covs.sum() + s.means.sum() + s.counts.sum()).backward()
         t = torch.randn(B, D, H, W, device="cuda", generator=g).to(dtype)
         dale_ext.wasserstein_loss(x, lab, t, lab, C, perturbation=0.01).backward()
+# the capped partial sums (C x D^2 beyond 256 MiB per launch), a strided view, uint8 labels with
+# out-of-range values over NaN features
+x = torch.randn(2, 256, 12, 10, device="cuda", generator=g).requires_grad_()
+lab = torch.randint(0, 19, (2, 12, 10), device="cuda", generator=g)
+dale_ext.class_gaussians(x, lab, 19).covs.sum().backward()
+x = torch.randn(2, 10, 15, 17, device="cuda", generator=g)
+x[:, :, :2] = float("nan")
+lab = torch.randint(0, 3, (2, 15, 17), device="cuda", generator=g).to(torch.uint8)
+lab[:, :2] = 250
+v = x[:, ::2, :, 1:].requires_grad_()
+dale_ext.class_gaussians(v, lab[:, :, 1:], 3).covs.sum().backward()
 torch.cuda.synchronize()
 print("OK")

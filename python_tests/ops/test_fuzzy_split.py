@@ -312,6 +312,35 @@ def test_cuda_matches_cpu(gen, dtype, shape, patch, bins):
 
 
 @pytest.mark.needs_cuda
+@pytest.mark.parametrize("layout", ["channels_last", "strided", "bool_b1hw_label", "tau_extremes"])
+def test_cuda_matches_cpu_layouts_and_is_deterministic(gen, layout):
+    """Views made on the device, a (B, 1, H, W) bool label and tau at 0/1 agree with the CPU; two
+    CUDA runs agree bit for bit."""
+    image = random_image(gen, 3, 3, 70, 66, torch.float32)
+    label = random_label(gen, 3, 70, 66, 2)
+    kwargs = dict(patch_size=(9, 11), tau=0.9)
+    view_image, view_label = (lambda t: t), (lambda t: t)
+    if layout == "channels_last":
+        view_image = lambda t: t.contiguous(memory_format=torch.channels_last)  # noqa: E731
+    elif layout == "strided":
+        view_image = lambda t: t[:, :, 2:-1:2, 1:]  # noqa: E731
+        view_label = lambda t: t[:, 2:-1:2, 1:]  # noqa: E731
+    elif layout == "bool_b1hw_label":
+        view_label = lambda t: t.bool()[:, None]  # noqa: E731
+    outs = []
+    for device in ("cpu", "cuda", "cuda"):
+        x, y = view_image(image.to(device)), view_label(label.to(device))
+        if layout == "tau_extremes":
+            outs.append([getattr(dale_ext.fuzzy_split(x, y, patch_size=8, tau=t), n).cpu()
+                         for t in (0.0, 1.0) for n in FIELDS])
+        else:
+            outs.append([getattr(dale_ext.fuzzy_split(x, y, **kwargs), n).cpu() for n in FIELDS])
+    for i, (a, b, again) in enumerate(zip(*outs)):
+        torch.testing.assert_close(b, a, rtol=0, atol=2e-6, msg=f"output {i}")
+        assert torch.equal(b, again), f"output {i}: two CUDA runs differ"
+
+
+@pytest.mark.needs_cuda
 def test_cuda_nan_raises():
     image = torch.rand(1, 3, 16, 16, device="cuda")
     image[0, 1, 3, 3] = float("nan")

@@ -419,11 +419,12 @@ def test_gaussian_w2_non_finite_input_raises(name, bad):
         dale_ext.gaussian_w2(**args)
 
 
+@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("impl", [dale_ext.class_gaussians, reference.class_gaussians])
-def test_non_finite_features_at_pixels_that_do_not_count_are_ignored(gen, impl):
+def test_non_finite_features_at_pixels_that_do_not_count_are_ignored(gen, impl, device):
     """Ignored and out-of-range pixels do not count, whatever their features hold (NaN, inf)."""
-    x = torch.randn(2, 4, 40, 37, generator=gen, dtype=torch.float64)
-    lab = torch.randint(0, 3, (2, 40, 37), generator=gen)
+    x = torch.randn(2, 4, 40, 37, generator=gen, dtype=torch.float64).to(device)
+    lab = torch.randint(0, 3, (2, 40, 37), generator=gen).to(device)
     lab[0, 5, :9] = -100
     lab[1, 30, 3:7] = 7
     want = impl(x, lab, 3)
@@ -444,10 +445,11 @@ def test_empty_batch_with_any_strides():
         assert torch.all(out.counts == 0)
 
 
+@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("label_dtype", [torch.uint16, torch.uint32, torch.uint64])
-def test_unsigned_labels_kernel_and_reference(gen, label_dtype):
-    x = torch.randn(2, 3, 6, 7, generator=gen, dtype=torch.float64)
-    lab = torch.randint(0, 3, (2, 6, 7), generator=gen)
+def test_unsigned_labels_kernel_and_reference(gen, label_dtype, device):
+    x = torch.randn(2, 3, 6, 7, generator=gen, dtype=torch.float64).to(device)
+    lab = torch.randint(0, 3, (2, 6, 7), generator=gen).to(device)
     want = reference.class_gaussians(x, lab, 3)
     for impl in (dale_ext.class_gaussians, reference.class_gaussians):
         got = impl(x, lab.to(label_dtype), 3)
@@ -562,6 +564,64 @@ def test_cuda_matches_cpu(gen, shape, dtype):
     tol = 1e-9 if dtype == torch.float64 else 2e-4
     for a, b in zip(*outs):
         assert rel(b, a) < tol
+
+
+def _cuda_case(gen, case):
+    """(features, labels, weights, C) for one layout or edge case of the CUDA statistics kernels."""
+    if case == "channels_last":
+        x, lab, w = make_case(gen, 2, 16, 24, 20, 3, torch.float32)
+        return x, lab, w, 3, lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+    if case == "strided":               # sliced on the device: a view with gaps between its elements
+        x, lab, w = make_case(gen, 2, 24, 30, 31, 3, torch.float32)
+        return x, lab, w, 3, lambda t: t[:, ::2, 1:-1, 2:] if t.dim() == 4 else t[:, 1:-1, 2:]
+    if case == "uint8_labels_outside_with_nan":
+        x, lab, w = make_case(gen, 2, 12, 33, 35, 4, torch.float64, ignore=False)
+        lab[0, 4:9, 2:20] = 200          # outside [0, C): does not count, nor do its NaN features
+        lab[1, 20:, :3] = 4
+        lab = lab.to(torch.uint8)
+        x[0, :, 4:9, 2:20] = float("nan")
+        x[1, :, 20:, :3] = float("inf")
+        return x, lab, w, 4, None
+    if case == "many_classes_wide":       # C x D^2 partial sums beyond the 256 MiB cap per launch
+        x, lab, w = make_case(gen, 2, 256, 24, 24, 19, torch.float32)
+        return x, lab, w, 19, None
+    if case == "many_pixels":
+        x, lab, w = make_case(gen, 3, 8, 256, 256, 4, torch.float32)
+        return x, lab, w, 4, None
+    if case == "sparse_classes":         # classes with 0, 1 and 2 pixels
+        x, lab, w = make_case(gen, 2, 5, 17, 19, 2, torch.float64)
+        lab[0, 3, 4] = 2
+        lab[1, 7, 8] = lab[1, 9, 1] = 3
+        return x, lab, w, 6, None
+    raise AssertionError(case)
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("case", ["channels_last", "strided", "uint8_labels_outside_with_nan", "many_classes_wide",
+                                  "many_pixels", "sparse_classes"])
+def test_cuda_matches_cpu_layouts_and_edge_cases(gen, case):
+    """Forward and backward (random upstream gradients for every output) agree between devices,
+    and two CUDA runs agree bit for bit (the kernels reduce in a fixed order)."""
+    x, lab, w, C, view = _cuda_case(gen, case)
+    view = view or (lambda t: t)
+    D = view(x).shape[1]
+    gm = torch.randn(C, D, generator=gen, dtype=torch.float64)
+    gS = torch.randn(C, D, D, generator=gen, dtype=torch.float64)
+    gn = torch.randn(C, generator=gen, dtype=torch.float64)
+    outs = []
+    for device in ("cpu", "cuda", "cuda"):
+        xi = x.detach().to(device).requires_grad_()
+        wi = w.detach().to(device).requires_grad_()
+        s = dale_ext.class_gaussians(view(xi), view(lab.to(device)), C, weights=view(wi))
+        dt = s.means.dtype
+        torch.autograd.backward([s.means, s.covs, s.counts],
+                                [gm.to(device, dt), gS.to(device, dt), gn.to(device, dt)])
+        outs.append([v.detach().double().cpu() for v in (*s, xi.grad, wi.grad)])
+    tol = 1e-9 if x.dtype == torch.float64 else 2e-4
+    for name, a, b, again in zip(("counts", "means", "covs", "grad_features", "grad_weights"), *outs):
+        assert torch.isfinite(b).all(), name
+        assert rel(b, a) < tol, (name, rel(b, a))
+        assert torch.equal(b, again), f"{name}: two CUDA runs differ"
 
 
 # ---------------------------------------------------------------- bad input

@@ -175,3 +175,31 @@ def test_torch_compile_option_on_cpu(data):
     compiled = Trainer(model(), config(method="standard", compile="aot_eager"), device="cpu")
     a, b = eager.train_step(x, y), compiled.train_step(x, y)
     assert abs(a["loss"] - b["loss"]) < 1e-4
+
+
+@pytest.mark.needs_cuda
+def test_dale_steps_on_cuda_match_cpu(data):
+    """The whole DALE iteration (split, inner step, confidence, Wasserstein alignment) on the GPU
+    takes the CPU's first step (TF32 off, so both run float32 arithmetic), and later steps and the
+    fp16/bf16 autocast paths stay finite."""
+    x, y = batch(data[0])
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        first = {}
+        for device in ("cpu", "cuda"):
+            t = DaleTrainer(model(), config(), device=device)
+            first[device] = t.train_step(x, y)
+            for _ in range(2):
+                assert all(torch.isfinite(torch.tensor(v)) for v in t.train_step(x, y).values())
+            t.close()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+    assert first["cpu"].keys() == first["cuda"].keys()
+    for key, want in first["cpu"].items():
+        assert abs(first["cuda"][key] - want) <= 1e-3 * max(1.0, abs(want)), (key, first["cuda"][key], want)
+    for amp in ("bf16", "fp16"):
+        t = DaleTrainer(model(), config(amp=amp), device="cuda")
+        out = [t.train_step(x, y) for _ in range(2)]
+        assert all(torch.isfinite(torch.tensor(v)) for o in out for v in o.values()), (amp, out)
+        t.close()
