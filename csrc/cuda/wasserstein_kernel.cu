@@ -2,9 +2,10 @@
 // walks chunks of K pixels (within one image) in a fixed order; every block owns a slice of a
 // partial-sum buffer that only its threads write; small kernels then reduce the slices in block
 // order in float64.
-//   sums:    thread per channel, sequential over the chunk's pixels (each class separately);
-//   moments: the chunk, centred by each pixel's class mean and scaled by sqrt(w), sits in shared
-//            memory; threads own upper-triangle entries (i, j) and sum z_i z_j per class;
+//   sums, moments: a chunk is staged in shared memory as rows (one per counted pixel) sorted by
+//            class with a stable counting sort, so each class is a run of rows that a thread
+//            sums in registers; sums: thread per channel; moments: rows centred by the class
+//            mean and scaled by sqrt(w), thread per 4 x 4 tile of the upper triangle;
 //   backward: thread per (channel i, pixel k): w_k (scale_c (Gs_c x_k)_i + bias_c,i), one pass.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -47,42 +48,134 @@ __device__ inline void chunk_origin(const Chunks& ch, int64_t chunk, const Geome
   *n = min(ch.K, g.P - *p0);
 }
 
-// Pass 1: partial[blk][c][0..D) = sum of w x, partial[blk][c][D] = sum of w.
+// ---- the staged chunk: the forward passes see a chunk's pixels as rows of a shared-memory
+// matrix Z (row r, channel d at Z[r * S + d]), rows sorted by class (stable, so the summation
+// order is fixed), so that each class is a run of rows that a thread sums in registers.
+constexpr int kTile = 4;  // the moments pass: each thread owns 4 x 4 blocks of the D x D moments
+
+// Row stride: D rounded up to the tile, plus one tile, so that a warp writing 32 consecutive
+// rows at one channel meets 4-way rather than 32-way bank conflicts; a multiple of 4 elements
+// keeps every tile's row segment 16-byte aligned.
+__host__ __device__ inline int64_t row_stride(int64_t D) { return (D + kTile - 1) / kTile * kTile + kTile; }
+
+// Bytes of shared memory per pixel of a chunk: its Z row, its factor, and three ints.
+inline int64_t staged_row_bytes(const Geometry& g, int64_t elem) { return row_stride(g.D) * elem + elem + 3 * 4; }
+
+Chunks make_staged_chunks(const Geometry& g, int64_t elem, int sms) {
+  Chunks c;
+  c.K = std::max<int64_t>(16, std::min<int64_t>(256, kSharedBytes / staged_row_bytes(g, elem)));
+  c.per_image = (g.P + c.K - 1) / c.K;
+  c.total = g.B * c.per_image;
+  c.blocks = std::max<int64_t>(1, std::min<int64_t>(c.total, 4 * static_cast<int64_t>(sms)));
+  return c;
+}
+
+template <typename T>
+struct Staged {
+  T* Z;         // K x S: the chunk's rows, sorted by class; channels D..S-1 stay zero
+  T* factor;    // K: the factor of sorted row r (the pixel's weight for the sums)
+  int* lab;     // K: class of pixel k of the chunk, -1 when it does not count
+  int* pos;     // K: the sorted row of pixel k, -1 when it does not count
+  int* sorted;  // K: class of sorted row r, -1 past the last counted pixel
+};
+
+template <typename T>
+__device__ inline Staged<T> staged_layout(unsigned char* smem, int64_t K, int64_t S) {
+  Staged<T> s;
+  s.Z = reinterpret_cast<T*>(smem);
+  s.factor = s.Z + K * S;
+  s.lab = reinterpret_cast<int*>(s.factor + K);
+  s.pos = s.lab + K;
+  s.sorted = s.pos + K;
+  return s;
+}
+
+// Zero the padding channels of every row once: the chunks only ever write channels < D.
+template <typename T>
+__device__ inline void zero_padding(const Staged<T>& s, int64_t K, int64_t S, int64_t D) {
+  const int pad = static_cast<int>(S - D);
+  for (int idx = threadIdx.x; idx < K * pad; idx += kThreads) s.Z[(idx / pad) * S + D + idx % pad] = T(0);
+}
+
+// Stage one chunk: rows Z[pos[k]] = (x_k - mean_c) * f_k over channels < D for every counted
+// pixel k of class c, where f_k = w_k (sums; mean = 0) or sqrt(w_k) (moments). Starts and ends
+// with a barrier. `bad_weight` (when given) is raised for a negative or NaN weight.
+template <typename scalar_t, typename T>
+__device__ inline void stage_chunk(const Staged<T>& s, const scalar_t* __restrict__ x,
+                                   const int64_t* __restrict__ labels, const T* __restrict__ w,
+                                   const T* __restrict__ means, bool sqrt_weight, const Geometry& g, int64_t S,
+                                   int64_t b, int64_t p0, int n, int* __restrict__ bad_weight) {
+  __syncthreads();  // the previous chunk's readers are done
+  for (int k = threadIdx.x; k < n; k += kThreads) {
+    const int64_t l = labels[b * g.P + p0 + k];
+    const bool ok = counts_for(l, g);
+    s.lab[k] = ok ? static_cast<int>(l) : -1;
+    s.sorted[k] = -1;
+  }
+  __syncthreads();
+  // Stable counting sort by class without per-class arrays: pixel k's row is the number of
+  // counted pixels of a smaller class plus those of its class before it (n <= 256).
+  for (int k = threadIdx.x; k < n; k += kThreads) {
+    const int l = s.lab[k];
+    int r = -1;
+    if (l >= 0) {
+      r = 0;
+      for (int j = 0; j < n; ++j) {
+        const int lj = s.lab[j];
+        r += (lj >= 0) & ((lj < l) | ((lj == l) & (j < k)));
+      }
+      const T wk = w ? w[b * g.P + p0 + k] : T(1);
+      if (bad_weight && !(wk >= T(0))) atomicOr(bad_weight, 1);
+      s.factor[r] = sqrt_weight ? (wk > T(0) ? sqrt(wk) : T(0)) : wk;
+      s.sorted[r] = l;
+    }
+    s.pos[k] = r;
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < g.D * n; idx += kThreads) {
+    const int d = idx / n, k = idx - d * n;  // consecutive threads: consecutive pixels (coalesced)
+    const int r = s.pos[k];
+    if (r < 0) continue;
+    T z = static_cast<T>(x[b * g.sB + d * g.sD + (p0 + k) * g.sP]);
+    if (means) z -= means[s.lab[k] * g.D + d];
+    s.Z[r * S + d] = z * s.factor[r];
+  }
+  __syncthreads();
+}
+
+__device__ inline void load4(const float* p, float v[4]) {
+  const float4 q = *reinterpret_cast<const float4*>(p);
+  v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+}
+__device__ inline void load4(const double* p, double v[4]) {
+  const double2 a = *reinterpret_cast<const double2*>(p), b = *reinterpret_cast<const double2*>(p + 2);
+  v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
+}
+
+// Pass 1: partial[blk][c][0..D) = sum of w x, partial[blk][c][D] = sum of w. Thread d sums
+// channel d (d = D: the weights) over each class's run of rows.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     sums_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ labels, const acc_t<scalar_t>* __restrict__ w,
                 Geometry g, Chunks ch, acc_t<scalar_t>* __restrict__ partial, int* __restrict__ bad_weight) {
   using T = acc_t<scalar_t>;
-  extern __shared__ unsigned char smem[];
-  int64_t* lab = reinterpret_cast<int64_t*>(smem);
-  T* wt = reinterpret_cast<T*>(lab + ch.K);
+  extern __shared__ __align__(16) unsigned char staged_smem[];
+  const int64_t S = row_stride(g.D);
+  const Staged<T> s = staged_layout<T>(staged_smem, ch.K, S);
   T* out = partial + blockIdx.x * g.C * (g.D + 1);
   for (int64_t e = threadIdx.x; e < g.C * (g.D + 1); e += kThreads) out[e] = T(0);
   for (int64_t chunk = blockIdx.x; chunk < ch.total; chunk += gridDim.x) {
-    int64_t b, p0, n;
-    chunk_origin(ch, chunk, g, &b, &p0, &n);
-    __syncthreads();
-    for (int64_t k = threadIdx.x; k < n; k += kThreads) {
-      const int64_t l = labels[b * g.P + p0 + k];
-      const bool ok = counts_for(l, g);
-      const T wk = ok ? (w ? w[b * g.P + p0 + k] : T(1)) : T(0);
-      if (!(wk >= T(0))) atomicOr(bad_weight, 1);
-      lab[k] = ok ? l : -1;
-      wt[k] = wk;
-    }
-    __syncthreads();
-    for (int64_t c = 0; c < g.C; ++c) {
-      for (int64_t d = threadIdx.x; d <= g.D; d += kThreads) {
-        T s = 0;
-        if (d < g.D) {
-          const scalar_t* row = x + b * g.sB + d * g.sD + p0 * g.sP;
-          for (int64_t k = 0; k < n; ++k)
-            if (lab[k] == c) s += wt[k] * static_cast<T>(row[k * g.sP]);
-        } else {
-          for (int64_t k = 0; k < n; ++k)
-            if (lab[k] == c) s += wt[k];
-        }
-        out[c * (g.D + 1) + d] += s;
+    int64_t b, p0, n64;
+    chunk_origin(ch, chunk, g, &b, &p0, &n64);
+    const int n = static_cast<int>(n64);
+    stage_chunk<scalar_t, T>(s, x, labels, w, nullptr, /*sqrt_weight=*/false, g, S, b, p0, n, bad_weight);
+    for (int64_t d = threadIdx.x; d <= g.D; d += kThreads) {
+      int r = 0;
+      while (r < n && s.sorted[r] >= 0) {
+        const int c = s.sorted[r];
+        T acc = 0;
+        for (; r < n && s.sorted[r] == c; ++r) acc += d < g.D ? s.Z[r * S + d] : s.factor[r];
+        out[c * (g.D + 1) + d] += acc;
       }
     }
   }
@@ -98,61 +191,62 @@ __global__ void reduce_kernel(const T* __restrict__ partial, int64_t blocks, int
   out[e] = s;
 }
 
-// Pass 2: partial[blk][c][e] over the upper-triangle entries e = (i, j), i <= j.
+// Pass 2: partial[blk][c][e] over the upper-triangle entries e = (i, j), i <= j (row-major).
+// Each thread owns 4 x 4 tiles of the D x D moments (the tiles on or above the diagonal) and
+// accumulates z_i z_j over each class's run of centred rows in registers: two 16-byte loads
+// from shared memory per 16 multiply-adds.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     moments_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ labels,
                    const acc_t<scalar_t>* __restrict__ w, const acc_t<scalar_t>* __restrict__ means, Geometry g,
                    Chunks ch, acc_t<scalar_t>* __restrict__ partial) {
   using T = acc_t<scalar_t>;
-  extern __shared__ unsigned char smem[];
-  int64_t* lab = reinterpret_cast<int64_t*>(smem);
-  int* present = reinterpret_cast<int*>(lab + ch.K);
-  T* Z = reinterpret_cast<T*>(present + ((g.C + 1) / 2) * 2);  // keep 8-byte alignment
+  extern __shared__ __align__(16) unsigned char staged_smem[];
+  const int64_t S = row_stride(g.D);
+  const Staged<T> s = staged_layout<T>(staged_smem, ch.K, S);
   const int64_t E = g.D * (g.D + 1) / 2;
+  const int Dt = static_cast<int>((g.D + kTile - 1) / kTile);
+  const int tiles = Dt * (Dt + 1) / 2;
   T* out = partial + blockIdx.x * g.C * E;
   for (int64_t e = threadIdx.x; e < g.C * E; e += kThreads) out[e] = T(0);
+  zero_padding(s, ch.K, S, g.D);
   for (int64_t chunk = blockIdx.x; chunk < ch.total; chunk += gridDim.x) {
-    int64_t b, p0, n;
-    chunk_origin(ch, chunk, g, &b, &p0, &n);
-    __syncthreads();
-    for (int64_t c = threadIdx.x; c < g.C; c += kThreads) present[c] = 0;
-    __syncthreads();
-    for (int64_t k = threadIdx.x; k < n; k += kThreads) {
-      const int64_t l = labels[b * g.P + p0 + k];
-      const bool ok = counts_for(l, g);
-      lab[k] = ok ? l : -1;
-      if (ok) present[l] = 1;
-    }
-    __syncthreads();
-    for (int64_t idx = threadIdx.x; idx < g.D * n; idx += kThreads) {
-      const int64_t d = idx / n, k = idx % n;
-      const int64_t l = lab[k];
-      T z = 0;
-      if (l >= 0) {
-        const T wk = w ? w[b * g.P + p0 + k] : T(1);
-        z = (static_cast<T>(x[b * g.sB + d * g.sD + (p0 + k) * g.sP]) - means[l * g.D + d]) *
-            (wk > T(0) ? sqrt(wk) : T(0));
+    int64_t b, p0, n64;
+    chunk_origin(ch, chunk, g, &b, &p0, &n64);
+    const int n = static_cast<int>(n64);
+    stage_chunk<scalar_t, T>(s, x, labels, w, means, /*sqrt_weight=*/true, g, S, b, p0, n, nullptr);
+    for (int t = threadIdx.x; t < tiles; t += kThreads) {
+      int ti = 0, rest = t;  // unrank t -> (ti, tj), ti <= tj, row-major over the upper triangle
+      while (rest >= Dt - ti) {
+        rest -= Dt - ti;
+        ++ti;
       }
-      Z[d * ch.K + k] = z;
-    }
-    __syncthreads();
-    for (int64_t c = 0; c < g.C; ++c) {
-      if (!present[c]) continue;
-      for (int64_t e = threadIdx.x; e < E; e += kThreads) {
-        // unrank e -> (i, j), i <= j, row-major over the upper triangle
-        int64_t i = 0, rest = e;
-        while (rest >= g.D - i) {
-          rest -= g.D - i;
-          ++i;
+      const int tj = ti + rest;
+      const T* zi = s.Z + ti * kTile;
+      const T* zj = s.Z + tj * kTile;
+      int r = 0;
+      while (r < n && s.sorted[r] >= 0) {
+        const int c = s.sorted[r];
+        T acc[kTile][kTile] = {};
+        for (; r < n && s.sorted[r] == c; ++r) {
+          T a[kTile], bv[kTile];
+          load4(zi + r * S, a);
+          load4(zj + r * S, bv);
+#pragma unroll
+          for (int p = 0; p < kTile; ++p)
+#pragma unroll
+            for (int q = 0; q < kTile; ++q) acc[p][q] += a[p] * bv[q];
         }
-        const int64_t j = i + rest;
-        const T* zi = Z + i * ch.K;
-        const T* zj = Z + j * ch.K;
-        T s = 0;
-        for (int64_t k = 0; k < n; ++k)
-          if (lab[k] == c) s += zi[k] * zj[k];
-        out[c * E + e] += s;
+        T* oc = out + c * E;
+#pragma unroll
+        for (int p = 0; p < kTile; ++p) {
+          const int64_t i = static_cast<int64_t>(ti) * kTile + p;
+#pragma unroll
+          for (int q = 0; q < kTile; ++q) {
+            const int64_t j = static_cast<int64_t>(tj) * kTile + q;
+            if (i <= j && j < g.D) oc[i * g.D - i * (i - 1) / 2 + (j - i)] += acc[p][q];
+          }
+        }
       }
     }
   }
@@ -252,10 +346,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cuda(const at::Te
     const auto tdt = c10::CppTypeToScalarType<T>::value;
     const at::Tensor w = weights.has_value() ? weights->to(tdt).contiguous() : at::Tensor();
     const T* wp = w.defined() ? w.data_ptr<T>() : nullptr;
-    const Chunks ch = make_chunks(g, sizeof(T), sm_count());
+    const Chunks ch = make_staged_chunks(g, sizeof(T), sm_count());
     at::Tensor bad = at::zeros({1}, features.options().dtype(at::kInt));
     at::Tensor part1 = at::empty({ch.blocks, g.C, g.D + 1}, features.options().dtype(tdt));
-    const size_t sh1 = ch.K * (sizeof(int64_t) + sizeof(T));
+    const size_t sh1 = ch.K * staged_row_bytes(g, sizeof(T));  // the moments pass uses the same layout
+    if (sh1 > 48 * 1024) {
+      C10_CUDA_CHECK(cudaFuncSetAttribute(sums_kernel<scalar_t>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(sh1)));
+      C10_CUDA_CHECK(cudaFuncSetAttribute(moments_kernel<scalar_t>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(sh1)));
+    }
     sums_kernel<scalar_t><<<ch.blocks, kThreads, sh1, stream>>>(features.data_ptr<scalar_t>(),
                                                                labels.data_ptr<int64_t>(), wp, g, ch,
                                                                part1.data_ptr<T>(), bad.data_ptr<int>());
@@ -278,11 +378,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cuda(const at::Te
     const int64_t slice = g.C * E * static_cast<int64_t>(sizeof(T));
     const int64_t blocks2 = std::max<int64_t>(1, std::min<int64_t>(ch.blocks, kMomentsBytes / std::max<int64_t>(1, slice)));
     at::Tensor part2 = at::empty({blocks2, g.C, E}, features.options().dtype(tdt));
-    const size_t sh2 = ch.K * sizeof(int64_t) + ((g.C + 1) / 2) * 2 * sizeof(int) + g.D * ch.K * sizeof(T);
-    if (sh2 > 48 * 1024)
-      C10_CUDA_CHECK(cudaFuncSetAttribute(moments_kernel<scalar_t>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(sh2)));
-    moments_kernel<scalar_t><<<blocks2, kThreads, sh2, stream>>>(features.data_ptr<scalar_t>(),
+    moments_kernel<scalar_t><<<blocks2, kThreads, sh1, stream>>>(features.data_ptr<scalar_t>(),
                                                                   labels.data_ptr<int64_t>(), wp,
                                                                   means_t.data_ptr<T>(), g, ch, part2.data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();

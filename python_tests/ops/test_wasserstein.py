@@ -555,15 +555,17 @@ def test_cuda_matches_cpu(gen, shape, dtype):
     t, lt, _ = make_case(gen, B, D, H, W, C, dtype)
     outs = []
     for device in ("cpu", "cuda"):
-        xi = x.to(device).requires_grad_()
+        xi = x.detach().to(device).requires_grad_()
         s = dale_ext.class_gaussians(xi, lab.to(device), C, weights=w.to(device))
         loss = dale_ext.wasserstein_loss(xi, lab.to(device), t.to(device), lt.to(device), C,
                                          input_weights=w.to(device), perturbation=0.1)
         loss.backward()
         outs.append([v.detach().double().cpu() for v in (*s, loss, xi.grad)])
     tol = 1e-9 if dtype == torch.float64 else 2e-4
-    for a, b in zip(*outs):
-        assert rel(b, a) < tol
+    for name, a, b in zip(("counts", "means", "covs", "loss", "grad"), *outs):
+        # a bfloat16 gradient is rounded to 8 bits on each device: within 2 ulps of its largest entry
+        t = 2 * 2.0**-8 if (name == "grad" and dtype == torch.bfloat16) else tol
+        assert rel(b, a) < t, (name, rel(b, a))
 
 
 def _cuda_case(gen, case):
