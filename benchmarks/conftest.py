@@ -41,3 +41,14 @@ def run(benchmark, fn, device: str, rounds: int = 30, warmup_rounds: int = 3):
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(2025)
+
+
+def pytest_benchmark_generate_commit_info(config):
+    """The commit recorded in the JSON: DALE_GIT_COMMIT where the tree's git metadata is not the
+    commit under test (the GPU machine's copy), else what git says."""
+    import os
+
+    sha = os.environ.get("DALE_GIT_COMMIT")
+    if sha:
+        return {"id": sha, "dirty": False, "project": "dale_ext", "branch": None, "source": "DALE_GIT_COMMIT"}
+    return None  # pytest-benchmark's own

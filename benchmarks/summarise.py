@@ -25,6 +25,8 @@ def summarise(path: str) -> str:
         f"- machine: {mi.get('node')} / {mi.get('cpu', {}).get('brand_raw')} "
         f"({mi.get('cpu', {}).get('count')} CPUs), python {mi.get('python_version')}",
         f"- torch {extra.get('torch')}, dale_ext build {extra.get('build')}",
+        *[f"- GPU: {gpu}" for gpu in sorted({b["extra_info"]["gpu"] for b in data["benchmarks"]
+                                             if b["extra_info"].get("gpu")})],
         f"- commit {ci.get('id') or git_commit()} (dirty: {ci.get('dirty')}), {data.get('datetime')}",
         "",
         "| benchmark | impl | median (ms) | baseline / impl |",
