@@ -136,6 +136,14 @@ struct CpuStats {
         const scalar_t* in = src + ((s.y0 + ry) * g.W + s.x0) * g.sP;
         T* out = dst + ry * sp.cols;
         if (g.sP == 1) {
+          // Each channel's segment is short (a strip of rows); ask for the one two channels on
+          // now, so the reads overlap: 7-14 % off the statistics at D = 64 on the 2-core VM
+          // (benchmarks/results/2026-11-27-cpu-prefetch-ab.txt).
+          if (d + 2 < g.D) {
+            const char* ahead = reinterpret_cast<const char*>(in + 2 * g.sD);
+            for (int64_t o = 0; o < s.ncols * static_cast<int64_t>(sizeof(scalar_t)); o += 64)
+              __builtin_prefetch(ahead + o);
+          }
           for (int64_t k = 0; k < s.ncols; ++k) out[k] = static_cast<T>(in[k]);
         } else {
           for (int64_t k = 0; k < s.ncols; ++k) out[k] = static_cast<T>(in[k * g.sP]);
