@@ -38,6 +38,9 @@ def make_inputs(gen, shape, device):
 
 IMPLS = {
     "kernel": lambda x, lx, t, lt, w, C: dale_ext.wasserstein_loss(x, lx, t, lt, C, input_weights=w, perturbation=0.01),
+    # the D x D matrix part (eigh) on the host: a GPU-only variant (on the CPU it is "kernel")
+    "kernel_matrix_cpu": lambda x, lx, t, lt, w, C: dale_ext.wasserstein_loss(
+        x, lx, t, lt, C, input_weights=w, perturbation=0.01, matrix_device="cpu"),
     "reference": lambda x, lx, t, lt, w, C: reference_loss(x, lx, t, lt, C, input_weights=w, perturbation=0.01,
                                                            method="gather"),
     "reference_onehot": lambda x, lx, t, lt, w, C: reference_loss(x, lx, t, lt, C, input_weights=w,
@@ -49,8 +52,8 @@ IMPLS = {
 @pytest.mark.parametrize("shape", SHAPES + GPU_ONLY, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("device", devices())
 def test_wasserstein_loss_fwd_bwd(benchmark, gen, device, shape, impl):
-    if shape in GPU_ONLY and device != "cuda":
-        pytest.skip("this shape is benchmarked on GPU only")
+    if (shape in GPU_ONLY or impl == "kernel_matrix_cpu") and device != "cuda":
+        pytest.skip("benchmarked on GPU only")
     x, lx, t, lt, w = make_inputs(gen, shape, device)
     B, D, H, W, C = shape
     benchmark.group = f"wasserstein_loss fwd+bwd {device} (B,D,H,W,C)=({B},{D},{H},{W},{C})"

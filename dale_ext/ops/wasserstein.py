@@ -109,6 +109,15 @@ def _check_loss_args(input, target, num_classes, perturbation, eps, min_count, r
         raise ValueError(f"{op}: `reduction` must be one of {_REDUCTIONS}; got {reduction!r}")
 
 
+def _device(value, name, op):
+    if not isinstance(value, (str, torch.device)):
+        raise TypeError(f"{op}: `{name}` must be a device or a device string such as 'cpu'; got {type(value).__name__}")
+    try:
+        return torch.device(value)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"{op}: `{name}` must be a device such as 'cpu' or 'cuda:0'; got {value!r}") from e
+
+
 # ---------------------------------------------------------------- distributed statistics
 class _SumGradAcrossRanks(torch.autograd.Function):
     """Identity forward; backward sums the incoming gradient over the ranks of ``group``, as
@@ -367,7 +376,7 @@ def _reduce(w2, valid, reduction):
 
 def wasserstein_loss(input, input_labels, target, target_labels, num_classes, *, input_weights=None,
                      target_weights=None, perturbation=0.0, eps=1e-5, min_count=2.0, ignore_index=-100,
-                     reduction="sum", process_group=None) -> torch.Tensor:
+                     reduction="sum", process_group=None, matrix_device=None) -> torch.Tensor:
     """DALE's distribution alignment loss L_W (paper Eq. 14) between per-class Gaussians.
 
     For every class c: ``W^2(N(mu_t, Sigma_t + perturbation * 11^T + eps I), N(mu_in, Sigma_in + eps I))``
@@ -389,11 +398,18 @@ def wasserstein_loss(input, input_labels, target, target_labels, num_classes, *,
             statistics are then those of all ranks' pixels, and the backward gives each rank the
             gradient of the sum of all ranks' losses w.r.t. its own features (as SyncBatchNorm;
             under DDP, whose gradient averaging then yields the global-batch gradient).
+        matrix_device: where the per-class D x D matrix part (Cholesky, eigh, their gradients)
+            runs: None (the features' device) or a device such as "cpu". The copies are part of
+            the autograd graph. On a GPU, cusolver's eigh handles one matrix at a time (15-20 ms
+            for nine 128 x 128 on an H200) while the host runs the classes in parallel; whether
+            "cpu" is faster there has not been measured yet (``benchmarks/bench_wasserstein.py``,
+            impl ``kernel_matrix_cpu``).
     Returns:
         The loss in ``input``'s dtype (float32 for half/bfloat16). Gradients flow into ``input``
         and ``target`` (and the weights); detach ``target`` when it is a fixed reference.
     """
     _check_loss_args(input, target, num_classes, perturbation, eps, min_count, reduction)
+    md = None if matrix_device is None else _device(matrix_device, "matrix_device", "wasserstein_loss")
     _check_statistics_inputs(input, input_labels, num_classes, input_weights, ignore_index, "wasserstein_loss (input)")
     _check_statistics_inputs(target, target_labels, num_classes, target_weights, ignore_index,
                              "wasserstein_loss (target)")
@@ -403,7 +419,10 @@ def wasserstein_loss(input, input_labels, target, target_labels, num_classes, *,
         group = _check_group(process_group, "wasserstein_loss")
         si, st = _global_statistics(si, group), _global_statistics(st, group)
     cov_t, cov_in = _regularised(st.covs, si.covs, float(perturbation), float(eps))
-    w2 = _gaussian_w2(st.means, cov_t, si.means, cov_in)
+    if md is None:
+        w2 = _gaussian_w2(st.means, cov_t, si.means, cov_in)
+    else:
+        w2 = _gaussian_w2(st.means.to(md), cov_t.to(md), si.means.to(md), cov_in.to(md)).to(cov_t.device)
     valid = (si.counts >= min_count) & (st.counts >= min_count)
     out_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
     return _reduce(w2, valid, reduction).to(out_dtype)

@@ -568,6 +568,24 @@ def test_cuda_matches_cpu(gen, shape, dtype):
         assert rel(b, a) < t, (name, rel(b, a))
 
 
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_loss_matrix_part_on_the_host(gen, device):
+    """matrix_device="cpu" moves only the D x D matrix part: the same loss and gradients, and the
+    gradient reaches the features on their own device."""
+    x, lx, w = make_case(gen, 2, 7, 9, 11, 3, torch.float64)
+    t, lt, _ = make_case(gen, 2, 7, 9, 11, 3, torch.float64)
+    x, lx, w, t, lt = (v.to(device) for v in (x, lx, w, t, lt))
+    grads = []
+    for md in (None, "cpu"):
+        xi = x.detach().clone().requires_grad_()
+        loss = dale_ext.wasserstein_loss(xi, lx, t, lt, 3, input_weights=w, perturbation=0.1, matrix_device=md)
+        loss.backward()
+        assert loss.device == x.device and xi.grad.device == x.device
+        grads.append((loss.detach().cpu(), xi.grad.cpu()))
+    (l0, g0), (l1, g1) = grads
+    assert rel(l1, l0) < 1e-12 and rel(g1, g0) < 1e-10
+
+
 def _cuda_case(gen, case):
     """(features, labels, weights, C) for one layout or edge case of the CUDA statistics kernels."""
     if case == "channels_last":
@@ -644,6 +662,9 @@ def test_cuda_matches_cpu_layouts_and_edge_cases(gen, case):
         (lambda x, l, w: dale_ext.wasserstein_loss(x, l, x, l, 3, eps=-1.0), ValueError, "`eps`"),
         (lambda x, l, w: dale_ext.wasserstein_loss(x, l, x, l, 3, perturbation=float("nan")), ValueError,
          "`perturbation`"),
+        (lambda x, l, w: dale_ext.wasserstein_loss(x, l, x, l, 3, matrix_device=0), TypeError, "`matrix_device`"),
+        (lambda x, l, w: dale_ext.wasserstein_loss(x, l, x, l, 3, matrix_device="gpu0"), ValueError,
+         "`matrix_device`"),
         (lambda x, l, w: dale_ext.gaussian_w2(x[0, 0], x[0], x[0, 0], x[0]), ValueError, "`cov1` must be"),
         (lambda x, l, w: dale_ext.gaussian_w2(x[0, :, 0], x[0, :, :6, :6], x[0, :, 0], x[0, :, :6, :6]),
          ValueError, "`mean1` must have"),
