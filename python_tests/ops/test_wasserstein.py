@@ -139,17 +139,22 @@ def test_class_gaussians_matches_numpy(gen, dtype, weighted, shape):
     assert torch.equal(got.covs, got.covs.transpose(1, 2))  # symmetric by construction
 
 
-def test_class_gaussians_nd_layout_and_empty_class(gen):
-    x = torch.randn(500, 9, generator=gen, dtype=torch.float64) * 3 + 1
-    lab = torch.randint(0, 3, (500,), generator=gen)   # class 3 of 4 is empty
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_class_gaussians_nd_layout_and_empty_class(gen, device):
+    x = (torch.randn(500, 9, generator=gen, dtype=torch.float64) * 3 + 1).to(device)
+    lab = torch.randint(0, 3, (500,), generator=gen).to(device)   # class 3 of 4 is empty
     got = dale_ext.class_gaussians(x, lab, 4)
     n, mu, cov = oracle_stats(x, lab, 4)
-    assert rel(got.covs, cov) < 1e-10 and rel(got.means, mu) < 1e-10
+    assert rel(got.covs.cpu(), cov) < 1e-10 and rel(got.means.cpu(), mu) < 1e-10
     assert got.counts[3] == 0 and torch.all(got.means[3] == 0) and torch.all(got.covs[3] == 0)
-    # non-contiguous (N, D) input is read through its strides
-    xt = torch.randn(9, 500, generator=gen, dtype=torch.float64).t()
-    torch.testing.assert_close(dale_ext.class_gaussians(xt, lab, 4).covs,
-                               dale_ext.class_gaussians(xt.contiguous(), lab, 4).covs, rtol=1e-12, atol=1e-12)
+    # non-contiguous (N, D) input is read through its strides, forward and backward
+    xt = torch.randn(9, 500, generator=gen, dtype=torch.float64).to(device).t().requires_grad_()
+    xc = xt.detach().contiguous().requires_grad_()
+    a, b = dale_ext.class_gaussians(xt, lab, 4), dale_ext.class_gaussians(xc, lab, 4)
+    torch.testing.assert_close(a.covs, b.covs, rtol=1e-12, atol=1e-12)
+    (a.covs.sum() + a.means.sum()).backward()
+    (b.covs.sum() + b.means.sum()).backward()
+    torch.testing.assert_close(xt.grad, xc.grad, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("device", cpu_and_cuda())
