@@ -22,7 +22,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxD = 256;               // larger D: the Python wrapper uses the reference
 constexpr int64_t kSharedBytes = 40 * 1024;  // chunk of centred features in shared memory
-constexpr int64_t kMomentsBytes = int64_t{256} << 20;  // the moments pass's per-block partial sums, at most
+constexpr int64_t kMomentsBytes = int64_t{256} << 20;  // each forward pass's per-block partial sums, at most
 
 template <typename scalar_t>
 using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
@@ -348,7 +348,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cuda(const at::Te
     const T* wp = w.defined() ? w.data_ptr<T>() : nullptr;
     const Chunks ch = make_staged_chunks(g, sizeof(T), sm_count());
     at::Tensor bad = at::zeros({1}, features.options().dtype(at::kInt));
-    at::Tensor part1 = at::empty({ch.blocks, g.C, g.D + 1}, features.options().dtype(tdt));
+    // per-block slices of C x (D + 1) sums: with very many classes, fewer blocks (each walks
+    // more chunks) keep them within kMomentsBytes, as for the moments below
+    const int64_t slice1 = g.C * (g.D + 1) * static_cast<int64_t>(sizeof(T));
+    const int64_t blocks1 = std::max<int64_t>(1, std::min<int64_t>(ch.blocks, kMomentsBytes / std::max<int64_t>(1, slice1)));
+    at::Tensor part1 = at::empty({blocks1, g.C, g.D + 1}, features.options().dtype(tdt));
     const size_t sh1 = ch.K * staged_row_bytes(g, sizeof(T));  // the moments pass uses the same layout
     if (sh1 > 48 * 1024) {
       C10_CUDA_CHECK(cudaFuncSetAttribute(sums_kernel<scalar_t>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -356,13 +360,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cuda(const at::Te
       C10_CUDA_CHECK(cudaFuncSetAttribute(moments_kernel<scalar_t>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(sh1)));
     }
-    sums_kernel<scalar_t><<<ch.blocks, kThreads, sh1, stream>>>(features.data_ptr<scalar_t>(),
+    sums_kernel<scalar_t><<<blocks1, kThreads, sh1, stream>>>(features.data_ptr<scalar_t>(),
                                                                labels.data_ptr<int64_t>(), wp, g, ch,
                                                                part1.data_ptr<T>(), bad.data_ptr<int>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     at::Tensor sums = at::empty({g.C, g.D + 1}, f64);
     const int64_t e1 = g.C * (g.D + 1);
-    reduce_kernel<T><<<(e1 + kThreads - 1) / kThreads, kThreads, 0, stream>>>(part1.data_ptr<T>(), ch.blocks, e1,
+    reduce_kernel<T><<<(e1 + kThreads - 1) / kThreads, kThreads, 0, stream>>>(part1.data_ptr<T>(), blocks1, e1,
                                                                              sums.data_ptr<double>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     TORCH_CHECK_VALUE(bad.item<int>() == 0, op, ": `weights` must be >= 0 and not NaN");

@@ -182,8 +182,9 @@ def _class_gaussians64(features, labels, num_classes, weights, ignore_index) -> 
 
         out = reference(features, labels, num_classes, weights=weights, ignore_index=ignore_index,
                         dtype=torch.float64)
-        # the checks the compiled op makes
-        if weights is not None and not bool((weights >= 0).all()):
+        # the checks the compiled op makes; like it, only at the pixels that count
+        counted = (labels >= 0) & (labels < num_classes) & (labels != ignore_index)
+        if weights is not None and not bool(((weights >= 0) | ~counted).all()):
             raise ValueError("class_gaussians: `weights` must be >= 0 and not NaN")
         if not (bool(torch.isfinite(out.means).all()) and bool(torch.isfinite(out.covs).all())):
             raise ValueError("class_gaussians: `features` (or `weights`) contain NaN or infinity")

@@ -443,6 +443,26 @@ def test_non_finite_features_at_pixels_that_do_not_count_are_ignored(gen, impl, 
     torch.testing.assert_close(impl(x, lab, 3).covs, want.covs, rtol=1e-12, atol=1e-12)
 
 
+def test_reference_fallback_agrees_and_checks_weights_where_they_count(gen, monkeypatch):
+    """Where no kernel serves a device (or D > 256 on CUDA) the wrapper runs the reference and
+    makes the kernel's checks: the same statistics, NaN or negative weights accepted at pixels
+    that do not count and rejected at pixels that do."""
+    import dale_ext.ops.wasserstein as ops
+
+    x, lab, w = make_case(gen, 2, 5, 9, 13, 3, torch.float64)   # with ignored and out-of-range pixels
+    want = dale_ext.class_gaussians(x, lab, 3, weights=w)
+    monkeypatch.setattr(ops, "use_reference", lambda op, device: True)
+    wb = w.clone()
+    wb[lab == -100] = float("nan")
+    wb[lab == 3 + 3] = -1.0
+    got = dale_ext.class_gaussians(x, lab, 3, weights=wb)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    wb[lab == 1] = -1.0
+    with pytest.raises(ValueError, match="`weights` must be >= 0"):
+        dale_ext.class_gaussians(x, lab, 3, weights=wb)
+
+
 def test_empty_batch_with_any_strides():
     for x in (torch.randn(0, 4, 3, 5).contiguous(memory_format=torch.channels_last),
               torch.randn(0, 3, 5, 4).permute(0, 3, 1, 2)):
