@@ -6,6 +6,8 @@ and shape, so ``summarise.py`` can report kernel/reference ratios measured in on
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -46,8 +48,6 @@ def gen():
 def pytest_benchmark_generate_commit_info(config):
     """The commit recorded in the JSON: DALE_GIT_COMMIT where the tree's git metadata is not the
     commit under test (the GPU machine's copy), else what git says."""
-    import os
-
     sha = os.environ.get("DALE_GIT_COMMIT")
     if sha:
         return {"id": sha, "dirty": False, "project": "dale_ext", "branch": None, "source": "DALE_GIT_COMMIT"}

@@ -9,8 +9,6 @@ import json
 import sys
 from collections import defaultdict
 
-from benchmarks import git_commit
-
 
 def summarise(path: str) -> str:
     data = json.load(open(path))
@@ -27,7 +25,7 @@ def summarise(path: str) -> str:
         f"- torch {extra.get('torch')}, dale_ext build {extra.get('build')}",
         *[f"- GPU: {gpu}" for gpu in sorted({b["extra_info"]["gpu"] for b in data["benchmarks"]
                                              if b["extra_info"].get("gpu")})],
-        f"- commit {ci.get('id') or git_commit()} (dirty: {ci.get('dirty')}), {data.get('datetime')}",
+        f"- commit {ci.get('id')} (dirty: {ci.get('dirty')}), {data.get('datetime')}",
         "",
         "| benchmark | impl | median (ms) | baseline / impl |",
         "|---|---|---:|---:|",

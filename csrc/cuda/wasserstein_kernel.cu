@@ -22,7 +22,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxD = 256;               // larger D: the Python wrapper uses the reference
 constexpr int64_t kSharedBytes = 40 * 1024;  // chunk of centred features in shared memory
-constexpr int64_t kMomentsBytes = int64_t{256} << 20;  // each forward pass's per-block partial sums, at most
+constexpr int64_t kPartialBytes = int64_t{256} << 20;  // each forward pass's per-block partial sums, at most
 
 template <typename scalar_t>
 using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
@@ -349,9 +349,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cuda(const at::Te
     const Chunks ch = make_staged_chunks(g, sizeof(T), sm_count());
     at::Tensor bad = at::zeros({1}, features.options().dtype(at::kInt));
     // per-block slices of C x (D + 1) sums: with very many classes, fewer blocks (each walks
-    // more chunks) keep them within kMomentsBytes, as for the moments below
+    // more chunks) keep them within kPartialBytes, as for the moments below
     const int64_t slice1 = g.C * (g.D + 1) * static_cast<int64_t>(sizeof(T));
-    const int64_t blocks1 = std::max<int64_t>(1, std::min<int64_t>(ch.blocks, kMomentsBytes / std::max<int64_t>(1, slice1)));
+    const int64_t blocks1 = std::max<int64_t>(1, std::min<int64_t>(ch.blocks, kPartialBytes / std::max<int64_t>(1, slice1)));
     at::Tensor part1 = at::empty({blocks1, g.C, g.D + 1}, features.options().dtype(tdt));
     const size_t sh1 = ch.K * staged_row_bytes(g, sizeof(T));  // the moments pass uses the same layout
     if (sh1 > 48 * 1024) {
@@ -378,9 +378,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cuda(const at::Te
     const int64_t E = g.D * (g.D + 1) / 2;
     // one C x E slice of partial moments per block: with many classes and a large D that is
     // C x D^2 / 2 x 4 bytes per block, so fewer blocks (each loops over more chunks) keep it
-    // within kMomentsBytes
+    // within kPartialBytes
     const int64_t slice = g.C * E * static_cast<int64_t>(sizeof(T));
-    const int64_t blocks2 = std::max<int64_t>(1, std::min<int64_t>(ch.blocks, kMomentsBytes / std::max<int64_t>(1, slice)));
+    const int64_t blocks2 = std::max<int64_t>(1, std::min<int64_t>(ch.blocks, kPartialBytes / std::max<int64_t>(1, slice)));
     at::Tensor part2 = at::empty({blocks2, g.C, E}, features.options().dtype(tdt));
     moments_kernel<scalar_t><<<blocks2, kThreads, sh1, stream>>>(features.data_ptr<scalar_t>(),
                                                                   labels.data_ptr<int64_t>(), wp,

@@ -44,6 +44,16 @@ def integer(value, name: str, op: str) -> int:
     raise TypeError(f"{op}: `{name}` must be an int; got {value!r}")
 
 
+def device(value, name: str, op: str) -> torch.device:
+    """A torch.device or a device string -> torch.device; a TypeError or ValueError naming ``name``."""
+    if not isinstance(value, (str, torch.device)):
+        raise TypeError(f"{op}: `{name}` must be a device or a device string such as 'cpu'; got {type(value).__name__}")
+    try:
+        return torch.device(value)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"{op}: `{name}` must be a device such as 'cpu' or 'cuda:0'; got {value!r}") from e
+
+
 def tensor(value, name: str, op: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{op}: `{name}` must be a torch.Tensor; got {type(value).__name__}")

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 
 from dale_ext import _extension  # noqa: F401  (registers torch.ops.dale_ext)
-from dale_ext.ops._common import integer, real, tensor, use_reference
+from dale_ext.ops._common import device, integer, real, tensor, use_reference
 
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _REDUCTIONS = ("sum", "mean", "none")
@@ -107,15 +107,6 @@ def _check_loss_args(input, target, num_classes, perturbation, eps, min_count, r
             raise ValueError(f"{op}: `{name}` must be a finite number >= {lo}; got {v}")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{op}: `reduction` must be one of {_REDUCTIONS}; got {reduction!r}")
-
-
-def _device(value, name, op):
-    if not isinstance(value, (str, torch.device)):
-        raise TypeError(f"{op}: `{name}` must be a device or a device string such as 'cpu'; got {type(value).__name__}")
-    try:
-        return torch.device(value)
-    except (RuntimeError, ValueError) as e:
-        raise ValueError(f"{op}: `{name}` must be a device such as 'cpu' or 'cuda:0'; got {value!r}") from e
 
 
 # ---------------------------------------------------------------- distributed statistics
@@ -410,7 +401,7 @@ def wasserstein_loss(input, input_labels, target, target_labels, num_classes, *,
         and ``target`` (and the weights); detach ``target`` when it is a fixed reference.
     """
     _check_loss_args(input, target, num_classes, perturbation, eps, min_count, reduction)
-    md = None if matrix_device is None else _device(matrix_device, "matrix_device", "wasserstein_loss")
+    md = None if matrix_device is None else device(matrix_device, "matrix_device", "wasserstein_loss")
     _check_statistics_inputs(input, input_labels, num_classes, input_weights, ignore_index, "wasserstein_loss (input)")
     _check_statistics_inputs(target, target_labels, num_classes, target_weights, ignore_index,
                              "wasserstein_loss (target)")
@@ -420,10 +411,8 @@ def wasserstein_loss(input, input_labels, target, target_labels, num_classes, *,
         group = _check_group(process_group, "wasserstein_loss")
         si, st = _global_statistics(si, group), _global_statistics(st, group)
     cov_t, cov_in = _regularised(st.covs, si.covs, float(perturbation), float(eps))
-    if md is None:
-        w2 = _gaussian_w2(st.means, cov_t, si.means, cov_in)
-    else:
-        w2 = _gaussian_w2(st.means.to(md), cov_t.to(md), si.means.to(md), cov_in.to(md)).to(cov_t.device)
+    md = cov_t.device if md is None else md  # .to() the device a tensor is on returns it as is
+    w2 = _gaussian_w2(st.means.to(md), cov_t.to(md), si.means.to(md), cov_in.to(md)).to(cov_t.device)
     valid = (si.counts >= min_count) & (st.counts >= min_count)
     out_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
     return _reduce(w2, valid, reduction).to(out_dtype)
