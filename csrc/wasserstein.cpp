@@ -190,11 +190,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_batched(const at::Ten
 
   at::Tensor L, info;
   std::tie(L, info) = at::linalg_cholesky_ex(S1);
-  bool use_cholesky = S1.numel() > 0 && info.eq(0).all().item<bool>();
-  if (use_cholesky) {
+  // Cholesky succeeded everywhere and the condition number of S1 is below 1e12 (ratio of L's
+  // diagonal extremes above 1e-6; NaN where the factorisation failed): one host sync for both.
+  bool use_cholesky = false;
+  if (S1.numel() > 0) {
     const at::Tensor diag = L.diagonal(0, -2, -1);
     const at::Tensor ratio = std::get<0>(diag.min(-1)) / std::get<0>(diag.max(-1));
-    use_cholesky = ratio.gt(1e-6).all().item<bool>();  // condition number of S1 below 1e12
+    use_cholesky = (info.eq(0).all() & ratio.gt(1e-6).all()).item<bool>();
   }
 
   at::Tensor w2, g1, g2;

@@ -32,6 +32,11 @@ for shape in [(24, 64, 224, 224, 2), (4, 128, 32, 32, 9), (8, 64, 56, 56, 2)]:
         xr.grad = None
         dale_ext.wasserstein_loss(xr, lx, t, lt, C, input_weights=w, perturbation=0.01).backward()
 
+    def kernel_host_matrix_step():
+        xr.grad = None
+        dale_ext.wasserstein_loss(xr, lx, t, lt, C, input_weights=w, perturbation=0.01,
+                                  matrix_device="cpu").backward()
+
     def ref_step():
         xr.grad = None
         reference_loss(xr, lx, t, lt, C, input_weights=w, perturbation=0.01, method="gather").backward()
@@ -41,11 +46,14 @@ for shape in [(24, 64, 224, 224, 2), (4, 128, 32, 32, 9), (8, 64, 56, 56, 2)]:
     xs = x.detach().requires_grad_()
     pieces = {
         "kernel fwd+bwd": kernel_step,
+        "kernel fwd+bwd, matrix_device=cpu": kernel_host_matrix_step,
         "reference fwd+bwd": ref_step,
         "class_gaussians fwd (x)": lambda: dale_ext.class_gaussians(x, lx, C, weights=w),
         "class_gaussians fwd+bwd (x)": lambda: dale_ext.class_gaussians(xs, lx, C, weights=w).covs.sum().backward(),
         "reference class_gaussians fwd": lambda: dale_ext.reference.class_gaussians(x, lx, C, weights=w),
         "gaussian_w2 (checked)": lambda: dale_ext.gaussian_w2(s1.means, s1.covs, s2.means, s2.covs),
+        "gaussian_w2 on the host, with copies": lambda: dale_ext.gaussian_w2(
+            *(v.cpu() for v in (s1.means, s1.covs, s2.means, s2.covs))).to("cuda"),
     }
     print(f"== {shape}", flush=True)
     for name, fn in pieces.items():

@@ -3,10 +3,14 @@
 // partial-sum buffer that only its threads write; small kernels then reduce the slices in block
 // order in float64.
 //   sums, moments: a chunk is staged in shared memory as rows (one per counted pixel) sorted by
-//            class with a stable counting sort, so each class is a run of rows that a thread
-//            sums in registers; sums: thread per channel; moments: rows centred by the class
-//            mean and scaled by sqrt(w), thread per 4 x 4 tile of the upper triangle;
-//   backward: thread per (channel i, pixel k): w_k (scale_c (Gs_c x_k)_i + bias_c,i), one pass.
+//            class with a stable counting sort (warp votes up to 32 classes), one thread
+//            loading one pixel's channels with many loads in flight, so each class is a run of
+//            rows that a thread sums in registers; sums: thread per channel; moments: rows
+//            centred by the class mean and scaled by sqrt(w), thread per 4 x 4 tile of the upper
+//            triangle;
+//   backward: thread per (pixel k, 8 output channels i): w_k (scale_c (Gs_c x_k)_i + bias_c,i),
+//            one pass.
+// One host sync per forward (the weight and finiteness checks together), none in the backward.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -32,15 +36,6 @@ struct Chunks {
   int64_t blocks;
 };
 
-Chunks make_chunks(const Geometry& g, int64_t elem, int sms) {
-  Chunks c;
-  c.K = std::max<int64_t>(16, std::min<int64_t>(256, kSharedBytes / (g.D * elem)));
-  c.per_image = (g.P + c.K - 1) / c.K;
-  c.total = g.B * c.per_image;
-  c.blocks = std::max<int64_t>(1, std::min<int64_t>(c.total, 4 * static_cast<int64_t>(sms)));
-  return c;
-}
-
 __device__ inline void chunk_origin(const Chunks& ch, int64_t chunk, const Geometry& g, int64_t* b, int64_t* p0,
                                     int64_t* n) {
   *b = chunk / ch.per_image;
@@ -52,31 +47,41 @@ __device__ inline void chunk_origin(const Chunks& ch, int64_t chunk, const Geome
 // matrix Z (row r, channel d at Z[r * S + d]), rows sorted by class (stable, so the summation
 // order is fixed), so that each class is a run of rows that a thread sums in registers.
 constexpr int kTile = 4;  // the moments pass: each thread owns 4 x 4 blocks of the D x D moments
+constexpr int kWarps = kThreads / 32;
+constexpr int64_t kVoteClasses = 32;  // up to this many classes a chunk is sorted by warp votes
+constexpr int kLoadBatch = 16;        // loads a thread keeps in flight while staging its pixel
+static_assert(kWarps * 32 == kThreads && kWarps * kVoteClasses == kThreads, "one scratch int per thread");
 
 // Row stride: D rounded up to the tile, plus one tile, so that a warp writing 32 consecutive
 // rows at one channel meets 4-way rather than 32-way bank conflicts; a multiple of 4 elements
 // keeps every tile's row segment 16-byte aligned.
 __host__ __device__ inline int64_t row_stride(int64_t D) { return (D + kTile - 1) / kTile * kTile + kTile; }
 
-// Bytes of shared memory per pixel of a chunk: its Z row, its factor, and three ints.
-inline int64_t staged_row_bytes(const Geometry& g, int64_t elem) { return row_stride(g.D) * elem + elem + 3 * 4; }
+// Shared memory per pixel of a chunk: its Z row, its factor and its class; plus kThreads ints of
+// scratch per block (the per-warp class counts, or the labels for the many-classes sort).
+inline int64_t staged_row_bytes(const Geometry& g, int64_t elem) { return row_stride(g.D) * elem + elem + 4; }
+constexpr int64_t kScratchBytes = kThreads * 4;
 
 Chunks make_staged_chunks(const Geometry& g, int64_t elem, int sms) {
   Chunks c;
-  c.K = std::max<int64_t>(16, std::min<int64_t>(256, kSharedBytes / staged_row_bytes(g, elem)));
+  // K <= kThreads: one thread stages one pixel
+  c.K = std::max<int64_t>(16, std::min<int64_t>(kThreads, (kSharedBytes - kScratchBytes) / staged_row_bytes(g, elem)));
   c.per_image = (g.P + c.K - 1) / c.K;
   c.total = g.B * c.per_image;
   c.blocks = std::max<int64_t>(1, std::min<int64_t>(c.total, 4 * static_cast<int64_t>(sms)));
   return c;
 }
 
+inline size_t staged_shared_bytes(const Chunks& ch, const Geometry& g, int64_t elem) {
+  return static_cast<size_t>(ch.K * staged_row_bytes(g, elem) + kScratchBytes);
+}
+
 template <typename T>
 struct Staged {
-  T* Z;         // K x S: the chunk's rows, sorted by class; channels D..S-1 stay zero
-  T* factor;    // K: the factor of sorted row r (the pixel's weight for the sums)
-  int* lab;     // K: class of pixel k of the chunk, -1 when it does not count
-  int* pos;     // K: the sorted row of pixel k, -1 when it does not count
-  int* sorted;  // K: class of sorted row r, -1 past the last counted pixel
+  T* Z;          // K x S: the chunk's rows, sorted by class; channels D..S-1 stay zero
+  T* factor;     // K: the factor of sorted row r (the pixel's weight for the sums)
+  int* sorted;   // K: class of sorted row r, -1 past the last counted pixel
+  int* scratch;  // kThreads ints
 };
 
 template <typename T>
@@ -84,9 +89,8 @@ __device__ inline Staged<T> staged_layout(unsigned char* smem, int64_t K, int64_
   Staged<T> s;
   s.Z = reinterpret_cast<T*>(smem);
   s.factor = s.Z + K * S;
-  s.lab = reinterpret_cast<int*>(s.factor + K);
-  s.pos = s.lab + K;
-  s.sorted = s.pos + K;
+  s.sorted = reinterpret_cast<int*>(s.factor + K);
+  s.scratch = s.sorted + K;
   return s;
 }
 
@@ -97,48 +101,88 @@ __device__ inline void zero_padding(const Staged<T>& s, int64_t K, int64_t S, in
   for (int idx = threadIdx.x; idx < K * pad; idx += kThreads) s.Z[(idx / pad) * S + D + idx % pad] = T(0);
 }
 
-// Stage one chunk: rows Z[pos[k]] = (x_k - mean_c) * f_k over channels < D for every counted
-// pixel k of class c, where f_k = w_k (sums; mean = 0) or sqrt(w_k) (moments). Starts and ends
-// with a barrier. `bad_weight` (when given) is raised for a negative or NaN weight.
+// The sorted row of this thread's pixel (class l, -1: does not count; every thread of the block
+// calls this): the number of counted pixels of a smaller class plus those of its class before it,
+// i.e. a stable counting sort of the chunk by class. Contains barriers.
+__device__ inline int sorted_row(int l, int n, int64_t C, int* scratch) {
+  const int k = threadIdx.x;
+  if (C <= kVoteClasses) {
+    // scratch[w * 32 + c]: warp w's count of class c, then the first row of warp w's pixels of class c
+    const int lane = k & 31, warp = k >> 5;
+    scratch[k] = 0;
+    __syncthreads();
+    const unsigned peers = __match_any_sync(0xffffffffu, l);  // the lanes of this warp with this class
+    const int before = __popc(peers & ((1u << lane) - 1u));
+    if (l >= 0 && before == 0) scratch[warp * 32 + l] = __popc(peers);
+    __syncthreads();
+    if (warp == 0) {  // lane c: exclusive scan of the class totals, then over the warps
+      int total = 0;
+      for (int w = 0; w < kWarps; ++w) total += scratch[w * 32 + lane];
+      int incl = total;
+      for (int o = 1; o < 32; o <<= 1) {
+        const int v = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += v;
+      }
+      int run = incl - total;
+      for (int w = 0; w < kWarps; ++w) {
+        const int cnt = scratch[w * 32 + lane];
+        scratch[w * 32 + lane] = run;
+        run += cnt;
+      }
+    }
+    __syncthreads();
+    return l >= 0 ? scratch[warp * 32 + l] + before : -1;
+  }
+  // many classes: count over the chunk's labels, O(n) a pixel
+  if (k < n) scratch[k] = l;
+  __syncthreads();
+  int r = -1;
+  if (l >= 0) {
+    r = 0;
+    for (int j = 0; j < n; ++j) {
+      const int lj = scratch[j];
+      r += (lj >= 0) & ((lj < l) | ((lj == l) & (j < k)));
+    }
+  }
+  return r;
+}
+
+// Stage one chunk: row Z[r] = (x_k - mean_c) * f_k over channels < D for every counted pixel k
+// (thread k) of class c, sorted row r, where f_k = w_k (sums; mean = 0) or sqrt(w_k) (moments).
+// Starts and ends with a barrier. `bad_weight` (when given) is raised for a negative or NaN
+// weight.
 template <typename scalar_t, typename T>
 __device__ inline void stage_chunk(const Staged<T>& s, const scalar_t* __restrict__ x,
                                    const int64_t* __restrict__ labels, const T* __restrict__ w,
                                    const T* __restrict__ means, bool sqrt_weight, const Geometry& g, int64_t S,
                                    int64_t b, int64_t p0, int n, int* __restrict__ bad_weight) {
+  const int k = threadIdx.x;
   __syncthreads();  // the previous chunk's readers are done
-  for (int k = threadIdx.x; k < n; k += kThreads) {
-    const int64_t l = labels[b * g.P + p0 + k];
-    const bool ok = counts_for(l, g);
-    s.lab[k] = ok ? static_cast<int>(l) : -1;
+  int l = -1;
+  if (k < n) {
+    const int64_t lk = labels[b * g.P + p0 + k];
+    l = counts_for(lk, g) ? static_cast<int>(lk) : -1;
     s.sorted[k] = -1;
   }
-  __syncthreads();
-  // Stable counting sort by class without per-class arrays: pixel k's row is the number of
-  // counted pixels of a smaller class plus those of its class before it (n <= 256).
-  for (int k = threadIdx.x; k < n; k += kThreads) {
-    const int l = s.lab[k];
-    int r = -1;
-    if (l >= 0) {
-      r = 0;
-      for (int j = 0; j < n; ++j) {
-        const int lj = s.lab[j];
-        r += (lj >= 0) & ((lj < l) | ((lj == l) & (j < k)));
-      }
-      const T wk = w ? w[b * g.P + p0 + k] : T(1);
-      if (bad_weight && !(wk >= T(0))) atomicOr(bad_weight, 1);
-      s.factor[r] = sqrt_weight ? (wk > T(0) ? sqrt(wk) : T(0)) : wk;
-      s.sorted[r] = l;
+  const int r = sorted_row(l, n, g.C, s.scratch);  // its barriers also order the -1s before the writes below
+  if (r >= 0) {
+    const T wk = w ? w[b * g.P + p0 + k] : T(1);
+    if (bad_weight && !(wk >= T(0))) atomicOr(bad_weight, 1);
+    const T f = sqrt_weight ? (wk > T(0) ? sqrt(wk) : T(0)) : wk;
+    s.factor[r] = f;
+    s.sorted[r] = l;
+    // the pixel's D channels, kLoadBatch loads in flight (consecutive threads: consecutive pixels)
+    const scalar_t* xk = x + b * g.sB + (p0 + k) * g.sP;
+    const T* mu = means ? means + static_cast<int64_t>(l) * g.D : nullptr;
+    T* zr = s.Z + r * S;
+    for (int64_t d0 = 0; d0 < g.D; d0 += kLoadBatch) {
+      T v[kLoadBatch];
+#pragma unroll
+      for (int u = 0; u < kLoadBatch; ++u) v[u] = d0 + u < g.D ? static_cast<T>(xk[(d0 + u) * g.sD]) : T(0);
+#pragma unroll
+      for (int u = 0; u < kLoadBatch; ++u)
+        if (d0 + u < g.D) zr[d0 + u] = (mu ? v[u] - mu[d0 + u] : v[u]) * f;
     }
-    s.pos[k] = r;
-  }
-  __syncthreads();
-  for (int idx = threadIdx.x; idx < g.D * n; idx += kThreads) {
-    const int d = idx / n, k = idx - d * n;  // consecutive threads: consecutive pixels (coalesced)
-    const int r = s.pos[k];
-    if (r < 0) continue;
-    T z = static_cast<T>(x[b * g.sB + d * g.sD + (p0 + k) * g.sP]);
-    if (means) z -= means[s.lab[k] * g.D + d];
-    s.Z[r * S + d] = z * s.factor[r];
   }
   __syncthreads();
 }
@@ -252,7 +296,24 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Backward: grad[b, i, p] = w (scale_c (Gs_c x)_i + bias_c,i) for the pixel's class c.
+// Backward: grad[b, i, p] = w (scale_c (Gs_c x)_i + bias_c,i) for the pixel's class c. A chunk's
+// pixels are staged channel-major in shared memory; each thread then computes kOut consecutive
+// output channels of one pixel: per channel d one shared load of x_d and two 16-byte loads of
+// row d of Gs_c (symmetric, so row d holds column d; the same address across the warp, a
+// broadcast) for kOut multiply-adds.
+constexpr int kOut = 8;
+__host__ __device__ inline int64_t padded_channels(int64_t D) { return (D + kOut - 1) / kOut * kOut; }
+
+Chunks make_backward_chunks(const Geometry& g, int64_t elem, int sms) {
+  Chunks c;
+  // per pixel: D staged channels, its weight and its class; K <= kThreads: one thread a pixel
+  c.K = std::max<int64_t>(16, std::min<int64_t>(kThreads, kSharedBytes / (g.D * elem + elem + 4)));
+  c.per_image = (g.P + c.K - 1) / c.K;
+  c.total = g.B * c.per_image;
+  c.blocks = std::max<int64_t>(1, std::min<int64_t>(c.total, 4 * static_cast<int64_t>(sms)));
+  return c;
+}
+
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ labels,
@@ -260,34 +321,59 @@ __global__ void __launch_bounds__(kThreads)
                     const acc_t<scalar_t>* __restrict__ scale, const acc_t<scalar_t>* __restrict__ bias, Geometry g,
                     Chunks ch, scalar_t* __restrict__ grad) {
   using T = acc_t<scalar_t>;
-  extern __shared__ unsigned char smem[];
-  int64_t* lab = reinterpret_cast<int64_t*>(smem);
-  T* X = reinterpret_cast<T*>(lab + ch.K);
+  // G: (C, D, Dp) and bias: (C, Dp), zero-padded to Dp (a multiple of kOut) channels
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* X = reinterpret_cast<T*>(smem);  // X[d * K + k]
+  T* wk = X + g.D * ch.K;
+  int* lab = reinterpret_cast<int*>(wk + ch.K);
+  const int64_t Dp = padded_channels(g.D);
+  const int groups = static_cast<int>(Dp / kOut);
+  const int k = threadIdx.x;
   for (int64_t chunk = blockIdx.x; chunk < ch.total; chunk += gridDim.x) {
-    int64_t b, p0, n;
-    chunk_origin(ch, chunk, g, &b, &p0, &n);
-    __syncthreads();
-    for (int64_t k = threadIdx.x; k < n; k += kThreads) {
+    int64_t b, p0, n64;
+    chunk_origin(ch, chunk, g, &b, &p0, &n64);
+    const int n = static_cast<int>(n64);
+    __syncthreads();  // the previous chunk's readers are done
+    if (k < n) {
       const int64_t l = labels[b * g.P + p0 + k];
-      lab[k] = counts_for(l, g) ? l : -1;
-    }
-    for (int64_t idx = threadIdx.x; idx < g.D * n; idx += kThreads) {
-      const int64_t d = idx / n, k = idx % n;
-      X[d * ch.K + k] = static_cast<T>(x[b * g.sB + d * g.sD + (p0 + k) * g.sP]);
+      const bool ok = counts_for(l, g);
+      lab[k] = ok ? static_cast<int>(l) : -1;
+      wk[k] = ok ? (w ? w[b * g.P + p0 + k] : T(1)) : T(0);
+      const scalar_t* xk = x + b * g.sB + (p0 + k) * g.sP;
+      for (int64_t d0 = 0; d0 < g.D; d0 += kLoadBatch) {
+        T v[kLoadBatch];
+#pragma unroll
+        for (int u = 0; u < kLoadBatch; ++u) v[u] = d0 + u < g.D ? static_cast<T>(xk[(d0 + u) * g.sD]) : T(0);
+#pragma unroll
+        for (int u = 0; u < kLoadBatch; ++u)
+          if (d0 + u < g.D) X[(d0 + u) * ch.K + k] = v[u];
+      }
     }
     __syncthreads();
-    for (int64_t idx = threadIdx.x; idx < g.D * n; idx += kThreads) {
-      const int64_t i = idx / n, k = idx % n;
-      const int64_t c = lab[k];
-      T out = 0;
+    for (int idx = threadIdx.x; idx < groups * n; idx += kThreads) {
+      const int gi = idx / n, p = idx - gi * n;  // consecutive threads: consecutive pixels, one channel group
+      const int c = lab[p];
+      const int64_t i0 = static_cast<int64_t>(gi) * kOut;
+      T acc[kOut] = {};
       if (c >= 0) {
-        const T* Gi = G + (c * g.D + i) * g.D;
-        T y = 0;
-        for (int64_t d = 0; d < g.D; ++d) y += Gi[d] * X[d * ch.K + k];
-        const T wk = w ? w[b * g.P + p0 + k] : T(1);
-        out = wk * (scale[c] * y + bias[c * g.D + i]);
+        const T* Gc = G + static_cast<int64_t>(c) * g.D * Dp + i0;
+        for (int64_t d = 0; d < g.D; ++d) {
+          const T xd = X[d * ch.K + p];
+          T gv[kOut];
+          load4(Gc + d * Dp, gv);
+          load4(Gc + d * Dp + 4, gv + 4);
+#pragma unroll
+          for (int q = 0; q < kOut; ++q) acc[q] += gv[q] * xd;
+        }
+        const T sc = scale[c], wp = wk[p];
+        const T* bc = bias + static_cast<int64_t>(c) * Dp + i0;
+#pragma unroll
+        for (int q = 0; q < kOut; ++q) acc[q] = wp * (sc * acc[q] + bc[q]);
       }
-      grad[b * g.sB + i * g.sD + (p0 + k) * g.sP] = static_cast<scalar_t>(out);
+      scalar_t* gp = grad + b * g.sB + (p0 + p) * g.sP;
+#pragma unroll
+      for (int q = 0; q < kOut; ++q)
+        if (i0 + q < g.D) gp[(i0 + q) * g.sD] = static_cast<scalar_t>(acc[q]);
     }
   }
 }
@@ -341,19 +427,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cuda(const at::Te
   const auto f64 = features.options().dtype(at::kDouble);
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   at::Tensor counts, means, m2_upper;
+  // raised by the sums pass for a negative or NaN weight; read with the finiteness check below,
+  // in the one host sync of this op
+  const at::Tensor bad = at::zeros({1}, features.options().dtype(at::kInt));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "class_gaussians_cuda", [&] {
     using T = acc_t<scalar_t>;
     const auto tdt = c10::CppTypeToScalarType<T>::value;
     const at::Tensor w = weights.has_value() ? weights->to(tdt).contiguous() : at::Tensor();
     const T* wp = w.defined() ? w.data_ptr<T>() : nullptr;
     const Chunks ch = make_staged_chunks(g, sizeof(T), sm_count());
-    at::Tensor bad = at::zeros({1}, features.options().dtype(at::kInt));
     // per-block slices of C x (D + 1) sums: with very many classes, fewer blocks (each walks
     // more chunks) keep them within kPartialBytes, as for the moments below
     const int64_t slice1 = g.C * (g.D + 1) * static_cast<int64_t>(sizeof(T));
     const int64_t blocks1 = std::max<int64_t>(1, std::min<int64_t>(ch.blocks, kPartialBytes / std::max<int64_t>(1, slice1)));
     at::Tensor part1 = at::empty({blocks1, g.C, g.D + 1}, features.options().dtype(tdt));
-    const size_t sh1 = ch.K * staged_row_bytes(g, sizeof(T));  // the moments pass uses the same layout
+    const size_t sh1 = staged_shared_bytes(ch, g, sizeof(T));  // the moments pass uses the same layout
     if (sh1 > 48 * 1024) {
       C10_CUDA_CHECK(cudaFuncSetAttribute(sums_kernel<scalar_t>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           static_cast<int>(sh1)));
@@ -369,7 +457,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cuda(const at::Te
     reduce_kernel<T><<<(e1 + kThreads - 1) / kThreads, kThreads, 0, stream>>>(part1.data_ptr<T>(), blocks1, e1,
                                                                              sums.data_ptr<double>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    TORCH_CHECK_VALUE(bad.item<int>() == 0, op, ": `weights` must be >= 0 and not NaN");
     counts = sums.select(1, g.D).contiguous();
     const at::Tensor safe = at::where(counts > 0, counts, at::ones_like(counts));
     means = at::where((counts > 0).unsqueeze(1), sums.narrow(1, 0, g.D) / safe.unsqueeze(1),
@@ -397,9 +484,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cuda(const at::Te
   at::Tensor m2 = at::zeros({g.C, g.D, g.D}, f64);
   m2.index_put_({at::indexing::Slice(), iu[0], iu[1]}, m2_upper);
   auto result = finish_statistics(counts, means, m2, /*have_means=*/true);
-  TORCH_CHECK_VALUE(at::isfinite(std::get<1>(result)).all().item<bool>() &&
-                        at::isfinite(std::get<2>(result)).all().item<bool>(),
-                    op, ": `features` (or `weights`) contain NaN or infinity");
+  const at::Tensor flags =
+      at::stack({bad[0].eq(0), at::isfinite(std::get<1>(result)).all() & at::isfinite(std::get<2>(result)).all()})
+          .cpu();
+  TORCH_CHECK_VALUE(flags[0].item<bool>(), op, ": `weights` must be >= 0 and not NaN");
+  TORCH_CHECK_VALUE(flags[1].item<bool>(), op, ": `features` (or `weights`) contain NaN or infinity");
   return result;
 }
 
@@ -428,10 +517,13 @@ std::tuple<at::Tensor, at::Tensor> class_gaussians_backward_cuda(
     const at::Tensor w = weights.has_value() ? weights->to(tdt).contiguous() : at::Tensor();
     const T* wp = w.defined() ? w.data_ptr<T>() : nullptr;
     if (features_grad) {
-      const Chunks ch = make_chunks(g, sizeof(T), sm_count());
-      const at::Tensor G = k.G.to(tdt).contiguous(), scale = k.scale.to(tdt).contiguous(),
-                       bias = k.bias.to(tdt).contiguous();
-      const size_t sh = ch.K * sizeof(int64_t) + g.D * ch.K * sizeof(T);
+      const Chunks ch = make_backward_chunks(g, sizeof(T), sm_count());
+      // zero-padded to Dp channels: every thread's two 16-byte loads stay inside its class's rows
+      const int64_t Dp = padded_channels(g.D);
+      const at::Tensor G = at::constant_pad_nd(k.G, {0, Dp - g.D}).to(tdt).contiguous();
+      const at::Tensor bias = at::constant_pad_nd(k.bias, {0, Dp - g.D}).to(tdt).contiguous();
+      const at::Tensor scale = k.scale.to(tdt).contiguous();
+      const size_t sh = ch.K * (g.D * sizeof(T) + sizeof(T) + sizeof(int));
       if (sh > 48 * 1024)
         C10_CUDA_CHECK(cudaFuncSetAttribute(backward_kernel<scalar_t>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(sh)));

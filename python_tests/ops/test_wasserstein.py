@@ -630,6 +630,9 @@ def _cuda_case(gen, case):
     if case == "many_classes_wide":       # C x D^2 partial sums beyond the 256 MiB cap per launch
         x, lab, w = make_case(gen, 2, 256, 24, 24, 19, torch.float32)
         return x, lab, w, 19, None
+    if case == "many_classes":           # more than 32 classes: the chunks are sorted without warp votes
+        x, lab, w = make_case(gen, 2, 12, 40, 44, 40, torch.float32)
+        return x, lab, w, 40, None
     if case == "many_pixels":
         x, lab, w = make_case(gen, 3, 8, 256, 256, 4, torch.float32)
         return x, lab, w, 4, None
@@ -643,7 +646,7 @@ def _cuda_case(gen, case):
 
 @pytest.mark.needs_cuda
 @pytest.mark.parametrize("case", ["channels_last", "strided", "uint8_labels_outside_with_nan", "many_classes_wide",
-                                  "many_pixels", "sparse_classes"])
+                                  "many_classes", "many_pixels", "sparse_classes"])
 def test_cuda_matches_cpu_layouts_and_edge_cases(gen, case):
     """Forward and backward (random upstream gradients for every output) agree between devices,
     and two CUDA runs agree bit for bit (the kernels reduce in a fixed order)."""
