@@ -32,10 +32,10 @@ for shape in [(24, 64, 224, 224, 2), (4, 128, 32, 32, 9), (8, 64, 56, 56, 2)]:
         xr.grad = None
         dale_ext.wasserstein_loss(xr, lx, t, lt, C, input_weights=w, perturbation=0.01).backward()
 
-    def kernel_host_matrix_step():
+    def kernel_device_matrix_step():
         xr.grad = None
         dale_ext.wasserstein_loss(xr, lx, t, lt, C, input_weights=w, perturbation=0.01,
-                                  matrix_device="cpu").backward()
+                                  matrix_device="cuda").backward()
 
     def ref_step():
         xr.grad = None
@@ -46,7 +46,7 @@ for shape in [(24, 64, 224, 224, 2), (4, 128, 32, 32, 9), (8, 64, 56, 56, 2)]:
     xs = x.detach().requires_grad_()
     pieces = {
         "kernel fwd+bwd": kernel_step,
-        "kernel fwd+bwd, matrix_device=cpu": kernel_host_matrix_step,
+        "kernel fwd+bwd, matrix_device=cuda": kernel_device_matrix_step,
         "reference fwd+bwd": ref_step,
         "class_gaussians fwd (x)": lambda: dale_ext.class_gaussians(x, lx, C, weights=w),
         "class_gaussians fwd+bwd (x)": lambda: dale_ext.class_gaussians(xs, lx, C, weights=w).covs.sum().backward(),

@@ -21,6 +21,9 @@ cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
 DRY=${DALE_GPU_DRY_RUN:-0}
 BUDGET=${DALE_GPU_BUDGET_S:-480}
+# which steps after the build run (a short rerun can leave some out)
+STEPS=${DALE_GPU_STEPS:-tests,bench,sanitizer,profile,ncu}
+want() { case ",$STEPS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 START=$(date +%s)
 export PYTHONUNBUFFERED=1
 log() { echo "[run.sh +$(( $(date +%s) - START ))s] $*" | tee -a "$OUT/run.log"; }
@@ -54,7 +57,7 @@ else
   log "build done"
 fi
 
-t=$(slice 170)
+t=$(slice 170); want tests || t=0
 if [ "$t" -gt 0 ]; then
   log "CUDA tests: ops and trainer (and the CPU side of each CPU=CUDA comparison), ${t}s at most"
   timeout "$t" $PY -m pytest -q -p no:cacheprovider python_tests/ops python_tests/train -m "needs_cuda" -rs \
@@ -62,7 +65,7 @@ if [ "$t" -gt 0 ]; then
   tail -15 "$OUT/cuda_tests.log"
 else status cuda_tests skipped-no-time; fi
 
-t=$(slice 150)
+t=$(slice 150); want bench || t=0
 if [ "$t" -gt 0 ]; then
   log "benchmarks (CUDA only: the CPU ones are recorded on the CPU machines), ${t}s at most"
   # the one-hot reference at the GPU-only shape takes 0.57 s a call (30 s of the slice): left out
@@ -73,7 +76,7 @@ if [ "$t" -gt 0 ]; then
   tail -3 "$OUT/bench.log"
 else status bench skipped-no-time; fi
 
-if [ "$DRY" = 1 ] || ! command -v compute-sanitizer > /dev/null; then
+if [ "$DRY" = 1 ] || ! want sanitizer || ! command -v compute-sanitizer > /dev/null; then
   log "compute-sanitizer: skipped (dry run or not installed)"; status sanitizer skipped
 else
   for tool in memcheck racecheck; do
@@ -87,11 +90,24 @@ else
   done
 fi
 
-t=$(slice 60 25)
+t=$(slice 60 25); want profile || t=0
 if [ "$DRY" != 1 ] && [ "$t" -gt 0 ]; then
   log "profile of wasserstein_loss (torch.profiler), ${t}s at most"
   timeout "$t" $PY -m benchmarks.gpu.profile_wasserstein > "$OUT/profile_wasserstein.txt" 2>&1; status profile $?
 else status profile skipped; fi
+
+t=$(slice 90 30); want ncu || t=0
+if [ "$DRY" != 1 ] && [ "$t" -gt 0 ] && command -v ncu > /dev/null; then
+  log "Nsight Compute on the statistics kernels of one loss step, ${t}s at most"
+  # clocks left alone (METHOD.md); the first five matching launches: sums and moments for each
+  # side, then the backward
+  timeout "$t" ncu --clock-control none -k 'regex:sums_kernel|moments_kernel|backward_kernel' -c 5 \
+    --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats \
+    --section SchedulerStats --section MemoryWorkloadAnalysis \
+    --metrics l1tex__t_sector_hit_rate.pct,lts__t_sector_hit_rate.pct,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,smsp__inst_executed.sum \
+    $PY -m benchmarks.gpu.ncu_wasserstein > "$OUT/ncu.txt" 2>&1; status ncu $?
+  tail -5 "$OUT/ncu.txt"
+else status ncu skipped; fi
 
 log "roofline (device-to-device copy bandwidth) and summary"
 t=$(slice 60 10); [ "$t" -eq 0 ] && t=10
@@ -102,7 +118,7 @@ cat "$OUT/status.txt"
 head -40 "$OUT/bench.md" 2>/dev/null
 tail -25 "$OUT/roofline.log"
 tar czf "$FINAL/logs.tgz" -C "$FINAL" all
-for f in status.txt gpu.json bench.json bench.md cuda_tests.log ptxas.txt profile_wasserstein.txt; do
+for f in status.txt gpu.json bench.json bench.md cuda_tests.log profile_wasserstein.txt ncu.txt; do
   [ -f "$OUT/$f" ] && cp "$OUT/$f" "$FINAL/"
 done
 rm -rf "$OUT"

@@ -304,10 +304,15 @@ __global__ void __launch_bounds__(kThreads)
 constexpr int kOut = 8;
 __host__ __device__ inline int64_t padded_channels(int64_t D) { return (D + kOut - 1) / kOut * kOut; }
 
+// The backward's G rows are read through L1 (C x D x Dp x 4 bytes: 32 KB at C = 2, D = 64), so
+// its chunks take less shared memory than the forward's, and the launch asks for an L1/shared
+// split that keeps the rest as L1 (by default the driver may give shared memory all but 28 KB).
+constexpr int64_t kBackwardSharedBytes = 24 * 1024;
+
 Chunks make_backward_chunks(const Geometry& g, int64_t elem, int sms) {
   Chunks c;
   // per pixel: D staged channels, its weight and its class; K <= kThreads: one thread a pixel
-  c.K = std::max<int64_t>(16, std::min<int64_t>(kThreads, kSharedBytes / (g.D * elem + elem + 4)));
+  c.K = std::max<int64_t>(16, std::min<int64_t>(kThreads, kBackwardSharedBytes / (g.D * elem + elem + 4)));
   c.per_image = (g.P + c.K - 1) / c.K;
   c.total = g.B * c.per_image;
   c.blocks = std::max<int64_t>(1, std::min<int64_t>(c.total, 4 * static_cast<int64_t>(sms)));
@@ -527,6 +532,15 @@ std::tuple<at::Tensor, at::Tensor> class_gaussians_backward_cuda(
       if (sh > 48 * 1024)
         C10_CUDA_CHECK(cudaFuncSetAttribute(backward_kernel<scalar_t>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(sh)));
+      {  // shared memory for the blocks resident on an SM at once (1 KB each reserved), the rest L1
+        const auto* prop = at::cuda::getCurrentDeviceProperties();
+        const int64_t per_sm = (ch.blocks + prop->multiProcessorCount - 1) / prop->multiProcessorCount;
+        const int64_t need = per_sm * (static_cast<int64_t>(sh) + 1024);
+        const int64_t total = std::max<int64_t>(1, static_cast<int64_t>(prop->sharedMemPerMultiprocessor));
+        const int pct = static_cast<int>(std::min<int64_t>(100, (need * 100 + total - 1) / total));
+        C10_CUDA_CHECK(cudaFuncSetAttribute(backward_kernel<scalar_t>,
+                                            cudaFuncAttributePreferredSharedMemoryCarveout, pct));
+      }
       backward_kernel<scalar_t><<<ch.blocks, kThreads, sh, stream>>>(
           features.data_ptr<scalar_t>(), labels.data_ptr<int64_t>(), wp, G.data_ptr<T>(), scale.data_ptr<T>(),
           bias.data_ptr<T>(), g, ch, grad_x.data_ptr<scalar_t>());

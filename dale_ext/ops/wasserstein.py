@@ -33,6 +33,11 @@ from dale_ext.ops._common import device, integer, real, tensor, use_reference
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _REDUCTIONS = ("sum", "mean", "none")
 _CUDA_MAX_D = 256  # csrc/cuda/wasserstein_kernel.cu: kMaxD
+# wasserstein_loss on CUDA features runs the per-class D x D part on the host up to this D: there
+# it was faster on an H200 (16 host cores) at D = 64 (2 classes) and D = 128 (9 classes), where
+# cuSOLVER's eigh works one small matrix at a time (benchmarks/results/gpu/, 097852f); larger D
+# was not measured.
+_HOST_MATRIX_MAX_D = 128
 
 
 class ClassGaussians(NamedTuple):
@@ -366,6 +371,15 @@ def _reduce(w2, valid, reduction):
     return per_class.sum() / valid.sum().clamp(min=1).to(per_class.dtype)
 
 
+def _moved(tensors, device):
+    """``tensors`` (one dtype) on ``device`` through one copy, so one host sync from a GPU rather
+    than one per tensor; differentiable (cat, copy and split all are)."""
+    if all(t.device == device for t in tensors):
+        return tensors
+    flat = torch.cat([t.reshape(-1) for t in tensors]).to(device)
+    return [part.view(t.shape) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+
+
 def wasserstein_loss(input, input_labels, target, target_labels, num_classes, *, input_weights=None,
                      target_weights=None, perturbation=0.0, eps=1e-5, min_count=2.0, ignore_index=-100,
                      reduction="sum", process_group=None, matrix_device=None) -> torch.Tensor:
@@ -391,11 +405,12 @@ def wasserstein_loss(input, input_labels, target, target_labels, num_classes, *,
             gradient of the sum of all ranks' losses w.r.t. its own features (as SyncBatchNorm;
             under DDP, whose gradient averaging then yields the global-batch gradient).
         matrix_device: where the per-class D x D matrix part (Cholesky, eigh, their gradients)
-            runs: None (the features' device) or a device such as "cpu". The copies are part of
-            the autograd graph. On a GPU, cusolver's eigh handles one matrix at a time (15-20 ms
-            for nine 128 x 128 on an H200) while the host runs the classes in parallel; whether
-            "cpu" is faster there has not been measured yet (``benchmarks/bench_wasserstein.py``,
-            impl ``kernel_matrix_cpu``).
+            runs; the statistics always stay on the features' device, and the copies (one each
+            way) are part of the autograd graph. None: the host for CUDA features with
+            D <= 128, else the features' device. On an H200 with 16 host cores the host was
+            faster at every shape measured: W^2 for nine 128 x 128 classes 3.4 ms (copies
+            included) against cuSOLVER's 17.7 ms, for two 64 x 64 classes 0.8 against 2.3 ms
+            (``benchmarks/results/gpu/``). Pass the features' device to keep it there.
     Returns:
         The loss in ``input``'s dtype (float32 for half/bfloat16). Gradients flow into ``input``
         and ``target`` (and the weights); detach ``target`` when it is a fixed reference.
@@ -411,8 +426,10 @@ def wasserstein_loss(input, input_labels, target, target_labels, num_classes, *,
         group = _check_group(process_group, "wasserstein_loss")
         si, st = _global_statistics(si, group), _global_statistics(st, group)
     cov_t, cov_in = _regularised(st.covs, si.covs, float(perturbation), float(eps))
-    md = cov_t.device if md is None else md  # .to() the device a tensor is on returns it as is
-    w2 = _gaussian_w2(st.means.to(md), cov_t.to(md), si.means.to(md), cov_in.to(md)).to(cov_t.device)
+    if md is None:
+        host = cov_t.is_cuda and cov_t.shape[-1] <= _HOST_MATRIX_MAX_D
+        md = torch.device("cpu") if host else cov_t.device
+    w2 = _gaussian_w2(*_moved((st.means, cov_t, si.means, cov_in), md)).to(cov_t.device)
     valid = (si.counts >= min_count) & (st.counts >= min_count)
     out_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
     return _reduce(w2, valid, reduction).to(out_dtype)

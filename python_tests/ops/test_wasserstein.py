@@ -595,20 +595,21 @@ def test_cuda_matches_cpu(gen, shape, dtype):
 
 @pytest.mark.parametrize("device", cpu_and_cuda())
 def test_loss_matrix_part_on_the_host(gen, device):
-    """matrix_device="cpu" moves only the D x D matrix part: the same loss and gradients, and the
-    gradient reaches the features on their own device."""
+    """matrix_device="cpu" moves only the D x D matrix part: the same loss and gradients (also for
+    the default, the host on CUDA), and the gradient reaches the features on their own device."""
     x, lx, w = make_case(gen, 2, 7, 9, 11, 3, torch.float64)
     t, lt, _ = make_case(gen, 2, 7, 9, 11, 3, torch.float64)
     x, lx, w, t, lt = (v.to(device) for v in (x, lx, w, t, lt))
     grads = []
-    for md in (None, "cpu"):
+    for md in (device, "cpu", None):
         xi = x.detach().clone().requires_grad_()
         loss = dale_ext.wasserstein_loss(xi, lx, t, lt, 3, input_weights=w, perturbation=0.1, matrix_device=md)
         loss.backward()
         assert loss.device == x.device and xi.grad.device == x.device
         grads.append((loss.detach().cpu(), xi.grad.cpu()))
-    (l0, g0), (l1, g1) = grads
-    assert rel(l1, l0) < 1e-12 and rel(g1, g0) < 1e-10
+    (l0, g0), *rest = grads
+    for l1, g1 in rest:
+        assert rel(l1, l0) < 1e-12 and rel(g1, g0) < 1e-10
 
 
 def _cuda_case(gen, case):
