@@ -5,11 +5,11 @@
 //   sums, moments: a chunk is staged in shared memory as rows (one per counted pixel) sorted by
 //            class with a stable counting sort (warp votes up to 32 classes), one thread
 //            loading one pixel's channels with many loads in flight, so each class is a run of
-//            rows that a thread sums in registers; sums: thread per channel; moments: rows
-//            centred by the class mean and scaled by sqrt(w), thread per 4 x 4 tile of the upper
-//            triangle;
+//            rows (bounds from the sort) that a thread sums in registers; sums: thread per
+//            channel; moments: rows centred by the class mean and scaled by sqrt(w), thread per
+//            4 x 4 tile of the upper triangle;
 //   backward: thread per (pixel k, 8 output channels i): w_k (scale_c (Gs_c x_k)_i + bias_c,i),
-//            one pass.
+//            one pass; Gs in shared memory when it is at most 32 KB.
 // One host sync per forward (the weight and finiteness checks together), none in the backward.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -57,10 +57,11 @@ static_assert(kWarps * 32 == kThreads && kWarps * kVoteClasses == kThreads, "one
 // keeps every tile's row segment 16-byte aligned.
 __host__ __device__ inline int64_t row_stride(int64_t D) { return (D + kTile - 1) / kTile * kTile + kTile; }
 
-// Shared memory per pixel of a chunk: its Z row, its factor and its class; plus kThreads ints of
-// scratch per block (the per-warp class counts, or the labels for the many-classes sort).
+// Shared memory per pixel of a chunk: its Z row, its factor and its class; plus per block
+// kThreads ints of scratch (the per-warp class counts, or the labels for the many-classes sort)
+// and the kVoteClasses + 1 run bounds.
 inline int64_t staged_row_bytes(const Geometry& g, int64_t elem) { return row_stride(g.D) * elem + elem + 4; }
-constexpr int64_t kScratchBytes = kThreads * 4;
+constexpr int64_t kScratchBytes = (kThreads + kVoteClasses + 1) * 4;
 
 Chunks make_staged_chunks(const Geometry& g, int64_t elem, int sms) {
   Chunks c;
@@ -82,6 +83,7 @@ struct Staged {
   T* factor;     // K: the factor of sorted row r (the pixel's weight for the sums)
   int* sorted;   // K: class of sorted row r, -1 past the last counted pixel
   int* scratch;  // kThreads ints
+  int* bounds;   // up to kVoteClasses classes: class c's rows are [bounds[c], bounds[c + 1])
 };
 
 template <typename T>
@@ -91,6 +93,7 @@ __device__ inline Staged<T> staged_layout(unsigned char* smem, int64_t K, int64_
   s.factor = s.Z + K * S;
   s.sorted = reinterpret_cast<int*>(s.factor + K);
   s.scratch = s.sorted + K;
+  s.bounds = s.scratch + kThreads;
   return s;
 }
 
@@ -104,7 +107,7 @@ __device__ inline void zero_padding(const Staged<T>& s, int64_t K, int64_t S, in
 // The sorted row of this thread's pixel (class l, -1: does not count; every thread of the block
 // calls this): the number of counted pixels of a smaller class plus those of its class before it,
 // i.e. a stable counting sort of the chunk by class. Contains barriers.
-__device__ inline int sorted_row(int l, int n, int64_t C, int* scratch) {
+__device__ inline int sorted_row(int l, int n, int64_t C, int* scratch, int* bounds) {
   const int k = threadIdx.x;
   if (C <= kVoteClasses) {
     // scratch[w * 32 + c]: warp w's count of class c, then the first row of warp w's pixels of class c
@@ -124,6 +127,8 @@ __device__ inline int sorted_row(int l, int n, int64_t C, int* scratch) {
         if (lane >= o) incl += v;
       }
       int run = incl - total;
+      bounds[lane] = run;
+      if (lane == 31) bounds[32] = incl;
       for (int w = 0; w < kWarps; ++w) {
         const int cnt = scratch[w * 32 + lane];
         scratch[w * 32 + lane] = run;
@@ -164,7 +169,7 @@ __device__ inline void stage_chunk(const Staged<T>& s, const scalar_t* __restric
     l = counts_for(lk, g) ? static_cast<int>(lk) : -1;
     s.sorted[k] = -1;
   }
-  const int r = sorted_row(l, n, g.C, s.scratch);  // its barriers also order the -1s before the writes below
+  const int r = sorted_row(l, n, g.C, s.scratch, s.bounds);  // its barriers also order the -1s before the writes below
   if (r >= 0) {
     const T wk = w ? w[b * g.P + p0 + k] : T(1);
     if (bad_weight && !(wk >= T(0))) atomicOr(bad_weight, 1);
@@ -185,6 +190,28 @@ __device__ inline void stage_chunk(const Staged<T>& s, const scalar_t* __restric
     }
   }
   __syncthreads();
+}
+
+// f(c, r0, r1) for each class c with rows in the staged chunk, in class order: its rows [r0, r1).
+// Up to kVoteClasses classes the bounds come from the sort, so the loops over rows need no load of
+// the rows' classes (and can be unrolled); beyond, the runs are found by their classes.
+template <typename T, typename F>
+__device__ inline void for_each_run(const Staged<T>& s, int n, int64_t C, F&& f) {
+  if (C <= kVoteClasses) {
+    for (int c = 0; c < C; ++c) {
+      const int r0 = s.bounds[c], r1 = s.bounds[c + 1];
+      if (r0 < r1) f(c, r0, r1);
+    }
+    return;
+  }
+  int r = 0;
+  while (r < n && s.sorted[r] >= 0) {
+    const int c = s.sorted[r];
+    int e = r + 1;
+    while (e < n && s.sorted[e] == c) ++e;
+    f(c, r, e);
+    r = e;
+  }
 }
 
 __device__ inline void load4(const float* p, float v[4]) {
@@ -214,13 +241,14 @@ __global__ void __launch_bounds__(kThreads)
     const int n = static_cast<int>(n64);
     stage_chunk<scalar_t, T>(s, x, labels, w, nullptr, /*sqrt_weight=*/false, g, S, b, p0, n, bad_weight);
     for (int64_t d = threadIdx.x; d <= g.D; d += kThreads) {
-      int r = 0;
-      while (r < n && s.sorted[r] >= 0) {
-        const int c = s.sorted[r];
+      for_each_run(s, n, g.C, [&](int c, int r0, int r1) {
         T acc = 0;
-        for (; r < n && s.sorted[r] == c; ++r) acc += d < g.D ? s.Z[r * S + d] : s.factor[r];
+        if (d < g.D)
+          for (int r = r0; r < r1; ++r) acc += s.Z[r * S + d];
+        else
+          for (int r = r0; r < r1; ++r) acc += s.factor[r];
         out[c * (g.D + 1) + d] += acc;
-      }
+      });
     }
   }
 }
@@ -268,11 +296,10 @@ __global__ void __launch_bounds__(kThreads)
       const int tj = ti + rest;
       const T* zi = s.Z + ti * kTile;
       const T* zj = s.Z + tj * kTile;
-      int r = 0;
-      while (r < n && s.sorted[r] >= 0) {
-        const int c = s.sorted[r];
+      for_each_run(s, n, g.C, [&](int c, int r0, int r1) {
         T acc[kTile][kTile] = {};
-        for (; r < n && s.sorted[r] == c; ++r) {
+#pragma unroll 2
+        for (int r = r0; r < r1; ++r) {
           T a[kTile], bv[kTile];
           load4(zi + r * S, a);
           load4(zj + r * S, bv);
@@ -291,7 +318,7 @@ __global__ void __launch_bounds__(kThreads)
             if (i <= j && j < g.D) oc[i * g.D - i * (i - 1) / 2 + (j - i)] += acc[p][q];
           }
         }
-      }
+      });
     }
   }
 }
@@ -300,38 +327,45 @@ __global__ void __launch_bounds__(kThreads)
 // pixels are staged channel-major in shared memory; each thread then computes kOut consecutive
 // output channels of one pixel: per channel d one shared load of x_d and two 16-byte loads of
 // row d of Gs_c (symmetric, so row d holds column d; the same address across the warp, a
-// broadcast) for kOut multiply-adds.
+// broadcast) for kOut multiply-adds. G sits in shared memory when it is small (kSharedG): read
+// from global memory the rows stalled the kernel on L1 misses (Nsight Compute, 7c4a2d5: 64 % of
+// the cycles between instructions, L1 hit rate 75 %, the features streaming through L1).
 constexpr int kOut = 8;
 __host__ __device__ inline int64_t padded_channels(int64_t D) { return (D + kOut - 1) / kOut * kOut; }
+constexpr int64_t kSharedGBytes = 32 * 1024;         // G at most this large goes to shared memory
+constexpr int64_t kBackwardSharedBytes = 55 * 1024;  // then G + chunk: 4 blocks of 256 threads an SM
 
-// The backward's G rows are read through L1 (C x D x Dp x 4 bytes: 32 KB at C = 2, D = 64), so
-// its chunks take less shared memory than the forward's, and the launch asks for an L1/shared
-// split that keeps the rest as L1 (by default the driver may give shared memory all but 28 KB).
-constexpr int64_t kBackwardSharedBytes = 24 * 1024;
+inline int64_t backward_g_bytes(const Geometry& g, int64_t elem) { return g.C * g.D * padded_channels(g.D) * elem; }
 
-Chunks make_backward_chunks(const Geometry& g, int64_t elem, int sms) {
+Chunks make_backward_chunks(const Geometry& g, int64_t elem, int sms, bool shared_g) {
   Chunks c;
   // per pixel: D staged channels, its weight and its class; K <= kThreads: one thread a pixel
-  c.K = std::max<int64_t>(16, std::min<int64_t>(kThreads, kBackwardSharedBytes / (g.D * elem + elem + 4)));
+  const int64_t room = shared_g ? kBackwardSharedBytes - backward_g_bytes(g, elem) : kSharedBytes;
+  c.K = std::max<int64_t>(16, std::min<int64_t>(kThreads, room / (g.D * elem + elem + 4)));
   c.per_image = (g.P + c.K - 1) / c.K;
   c.total = g.B * c.per_image;
   c.blocks = std::max<int64_t>(1, std::min<int64_t>(c.total, 4 * static_cast<int64_t>(sms)));
   return c;
 }
 
-template <typename scalar_t>
+template <typename scalar_t, bool kSharedG>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ labels,
-                    const acc_t<scalar_t>* __restrict__ w, const acc_t<scalar_t>* __restrict__ G,
+                    const acc_t<scalar_t>* __restrict__ G, const acc_t<scalar_t>* __restrict__ w,
                     const acc_t<scalar_t>* __restrict__ scale, const acc_t<scalar_t>* __restrict__ bias, Geometry g,
                     Chunks ch, scalar_t* __restrict__ grad) {
   using T = acc_t<scalar_t>;
   // G: (C, D, Dp) and bias: (C, Dp), zero-padded to Dp (a multiple of kOut) channels
   extern __shared__ __align__(16) unsigned char smem[];
-  T* X = reinterpret_cast<T*>(smem);  // X[d * K + k]
+  const int64_t Dp = padded_channels(g.D);
+  const int64_t g_size = kSharedG ? g.C * g.D * Dp : 0;
+  T* Gs = reinterpret_cast<T*>(smem);  // the copy of G (kSharedG), 16-byte aligned rows
+  T* X = Gs + g_size;                  // X[d * K + k]
   T* wk = X + g.D * ch.K;
   int* lab = reinterpret_cast<int*>(wk + ch.K);
-  const int64_t Dp = padded_channels(g.D);
+  if (kSharedG)
+    for (int64_t i = threadIdx.x; i < g_size; i += kThreads) Gs[i] = G[i];  // read after the barriers below
+  const T* Gsrc = kSharedG ? Gs : G;
   const int groups = static_cast<int>(Dp / kOut);
   const int k = threadIdx.x;
   for (int64_t chunk = blockIdx.x; chunk < ch.total; chunk += gridDim.x) {
@@ -361,7 +395,7 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t i0 = static_cast<int64_t>(gi) * kOut;
       T acc[kOut] = {};
       if (c >= 0) {
-        const T* Gc = G + static_cast<int64_t>(c) * g.D * Dp + i0;
+        const T* Gc = Gsrc + static_cast<int64_t>(c) * g.D * Dp + i0;
         for (int64_t d = 0; d < g.D; ++d) {
           const T xd = X[d * ch.K + p];
           T gv[kOut];
@@ -381,6 +415,17 @@ __global__ void __launch_bounds__(kThreads)
         if (i0 + q < g.D) gp[(i0 + q) * g.sD] = static_cast<scalar_t>(acc[q]);
     }
   }
+}
+
+template <typename scalar_t, bool kSharedG>
+void launch_backward(const Geometry& g, const Chunks& ch, size_t sh, cudaStream_t stream, const scalar_t* x,
+                     const int64_t* labels, const acc_t<scalar_t>* G, const acc_t<scalar_t>* w,
+                     const acc_t<scalar_t>* scale, const acc_t<scalar_t>* bias, scalar_t* grad) {
+  if (sh > 48 * 1024)
+    C10_CUDA_CHECK(cudaFuncSetAttribute(backward_kernel<scalar_t, kSharedG>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sh)));
+  backward_kernel<scalar_t, kSharedG><<<ch.blocks, kThreads, sh, stream>>>(x, labels, G, w, scale, bias, g, ch, grad);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // Weight gradient, one thread per pixel: g_count + (g_mu . u + u^T Gs u - <Gs, cov>) / n.
@@ -522,29 +567,18 @@ std::tuple<at::Tensor, at::Tensor> class_gaussians_backward_cuda(
     const at::Tensor w = weights.has_value() ? weights->to(tdt).contiguous() : at::Tensor();
     const T* wp = w.defined() ? w.data_ptr<T>() : nullptr;
     if (features_grad) {
-      const Chunks ch = make_backward_chunks(g, sizeof(T), sm_count());
+      const int64_t elem = sizeof(T);
+      const bool shared_g = backward_g_bytes(g, elem) <= kSharedGBytes;
+      const Chunks ch = make_backward_chunks(g, elem, sm_count(), shared_g);
       // zero-padded to Dp channels: every thread's two 16-byte loads stay inside its class's rows
       const int64_t Dp = padded_channels(g.D);
       const at::Tensor G = at::constant_pad_nd(k.G, {0, Dp - g.D}).to(tdt).contiguous();
       const at::Tensor bias = at::constant_pad_nd(k.bias, {0, Dp - g.D}).to(tdt).contiguous();
       const at::Tensor scale = k.scale.to(tdt).contiguous();
-      const size_t sh = ch.K * (g.D * sizeof(T) + sizeof(T) + sizeof(int));
-      if (sh > 48 * 1024)
-        C10_CUDA_CHECK(cudaFuncSetAttribute(backward_kernel<scalar_t>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(sh)));
-      {  // shared memory for the blocks resident on an SM at once (1 KB each reserved), the rest L1
-        const auto* prop = at::cuda::getCurrentDeviceProperties();
-        const int64_t per_sm = (ch.blocks + prop->multiProcessorCount - 1) / prop->multiProcessorCount;
-        const int64_t need = per_sm * (static_cast<int64_t>(sh) + 1024);
-        const int64_t total = std::max<int64_t>(1, static_cast<int64_t>(prop->sharedMemPerMultiprocessor));
-        const int pct = static_cast<int>(std::min<int64_t>(100, (need * 100 + total - 1) / total));
-        C10_CUDA_CHECK(cudaFuncSetAttribute(backward_kernel<scalar_t>,
-                                            cudaFuncAttributePreferredSharedMemoryCarveout, pct));
-      }
-      backward_kernel<scalar_t><<<ch.blocks, kThreads, sh, stream>>>(
-          features.data_ptr<scalar_t>(), labels.data_ptr<int64_t>(), wp, G.data_ptr<T>(), scale.data_ptr<T>(),
-          bias.data_ptr<T>(), g, ch, grad_x.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      const size_t sh = (shared_g ? backward_g_bytes(g, elem) : 0) + ch.K * (g.D * elem + elem + sizeof(int));
+      auto* launch = shared_g ? &launch_backward<scalar_t, true> : &launch_backward<scalar_t, false>;
+      launch(g, ch, sh, stream, features.data_ptr<scalar_t>(), labels.data_ptr<int64_t>(), G.data_ptr<T>(), wp,
+             scale.data_ptr<T>(), bias.data_ptr<T>(), grad_x.data_ptr<scalar_t>());
     }
     if (weights_grad) {
       at::Tensor gw = at::empty({g.B * g.P}, features.options().dtype(at::kDouble));
