@@ -19,6 +19,10 @@
 
 #include "wasserstein.h"
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 700
+#error "dale_ext's class_gaussians kernels need sm_70 or newer (__match_any_sync); set TORCH_CUDA_ARCH_LIST accordingly"
+#endif
+
 namespace dale_ext {
 namespace stats {
 namespace {

@@ -373,11 +373,14 @@ def _reduce(w2, valid, reduction):
 
 def _moved(tensors, device):
     """``tensors`` (one dtype) on ``device`` through one copy, so one host sync from a GPU rather
-    than one per tensor; differentiable (cat, copy and split all are)."""
-    if all(t.device == device for t in tensors):
+    than one per tensor; differentiable (cat, copy and split all are). A part whose source needs no
+    gradient is detached: after the cat every part would otherwise require one, and the matrix
+    part would compute a covariance gradient (for a detached target, say) only to drop it."""
+    if all(t.device == device or (device.index is None and t.device.type == device.type) for t in tensors):
         return tensors
     flat = torch.cat([t.reshape(-1) for t in tensors]).to(device)
-    return [part.view(t.shape) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+    parts = [part.view(t.shape) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+    return [p if t.requires_grad else p.detach() for p, t in zip(parts, tensors)]
 
 
 def wasserstein_loss(input, input_labels, target, target_labels, num_classes, *, input_weights=None,
@@ -408,9 +411,13 @@ def wasserstein_loss(input, input_labels, target, target_labels, num_classes, *,
             runs; the statistics always stay on the features' device, and the copies (one each
             way) are part of the autograd graph. None: the host for CUDA features with
             D <= 128, else the features' device. On an H200 with 16 host cores the host was
-            faster at every shape measured: W^2 for nine 128 x 128 classes 3.4 ms (copies
-            included) against cuSOLVER's 17.7 ms, for two 64 x 64 classes 0.8 against 2.3 ms
-            (``benchmarks/results/gpu/``). Pass the features' device to keep it there.
+            faster at every shape measured: W^2 for nine 128 x 128 classes 3.2-3.4 ms (copies
+            included) against cuSOLVER's 15-18 ms, for two 64 x 64 classes 0.8-1.2 against
+            2.3-2.7 ms (``benchmarks/results/gpu/``). The host runs the classes in parallel over
+            torch's intra-op threads; with one thread (torchrun's default OMP_NUM_THREADS=1)
+            they run one after another, about 1.4 ms per 128 x 128 class on one core of a
+            2-core CPU VM against cuSOLVER's 1.7-2 ms per class, which was not measured on a GPU
+            machine. Pass the features' device to keep the matrix part there.
     Returns:
         The loss in ``input``'s dtype (float32 for half/bfloat16). Gradients flow into ``input``
         and ``target`` (and the weights); detach ``target`` when it is a fixed reference.

@@ -612,6 +612,18 @@ def test_loss_matrix_part_on_the_host(gen, device):
         assert rel(l1, l0) < 1e-12 and rel(g1, g0) < 1e-10
 
 
+def test_matrix_part_copy_keeps_each_parts_gradient_need():
+    """The packed copy to the matrix device gives gradients only to parts whose source needs one
+    (else a detached target's covariance gradient is computed on the host and dropped)."""
+    from dale_ext.ops.wasserstein import _moved
+
+    a = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 2, dtype=torch.float64)
+    pa, pb = _moved((a, b), torch.device("meta"))
+    assert pa.device.type == "meta" and pb.shape == (2, 2)
+    assert pa.requires_grad and not pb.requires_grad
+
+
 def _cuda_case(gen, case):
     """(features, labels, weights, C) for one layout or edge case of the CUDA statistics kernels."""
     if case == "channels_last":
