@@ -241,6 +241,13 @@ TORCH_LIBRARY_FRAGMENT(dale_ext, m) {
   m.def(
       "class_gaussians(Tensor features, Tensor labels, int num_classes, Tensor? weights, int ignore_index) -> "
       "(Tensor counts, Tensor means, Tensor covs)");
+  // class_gaussians without waiting for its checks: status (2,) bool on the features' device,
+  // [0] a counted pixel's weight is negative or NaN, [1] the statistics are not finite. The caller
+  // must read it (dale_ext.wasserstein_loss does, with its one copy to the host); kernels that
+  // need no device sync to check (CPU) raise at once and return false flags.
+  m.def(
+      "_class_gaussians_with_status(Tensor features, Tensor labels, int num_classes, Tensor? weights, "
+      "int ignore_index) -> (Tensor counts, Tensor means, Tensor covs, Tensor status)");
   m.def(
       "_class_gaussians_backward(Tensor grad_counts, Tensor grad_means, Tensor grad_covs, Tensor features, "
       "Tensor labels, Tensor? weights, Tensor counts, Tensor means, Tensor covs, int num_classes, "

@@ -370,6 +370,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cpu(const at::Ten
   return {counts, means, covs};
 }
 
+// The checks above need no device sync on the CPU: they raise at once, and the flags are false.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> class_gaussians_with_status_cpu(
+    const at::Tensor& features, const at::Tensor& labels, int64_t num_classes,
+    const std::optional<at::Tensor>& weights, int64_t ignore_index) {
+  auto [counts, means, covs] = class_gaussians_cpu(features, labels, num_classes, weights, ignore_index);
+  return {counts, means, covs, at::zeros({2}, features.options().dtype(at::kBool))};
+}
+
 template <typename scalar_t>
 struct CpuStatsBackward : CpuStats<scalar_t> {
   using T = compute_t<scalar_t>;
@@ -524,5 +532,6 @@ std::tuple<at::Tensor, at::Tensor> class_gaussians_backward_cpu(
 
 TORCH_LIBRARY_IMPL(dale_ext, CPU, m) {
   m.impl("class_gaussians", &dale_ext::stats::class_gaussians_cpu);
+  m.impl("_class_gaussians_with_status", &dale_ext::stats::class_gaussians_with_status_cpu);
   m.impl("_class_gaussians_backward", &dale_ext::stats::class_gaussians_backward_cpu);
 }

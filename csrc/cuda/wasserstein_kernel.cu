@@ -10,7 +10,8 @@
 //            4 x 4 tile of the upper triangle;
 //   backward: thread per (pixel k, 8 output channels i): w_k (scale_c (Gs_c x_k)_i + bias_c,i),
 //            one pass; Gs in shared memory when it is at most 32 KB.
-// One host sync per forward (the weight and finiteness checks together), none in the backward.
+// class_gaussians: one host sync (the weight and finiteness flags together); its _with_status
+// variant none (the caller reads the flags); the backward none.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -467,11 +468,10 @@ void check_cuda_inputs(const Geometry& g, const char* op) {
                     " (dale_ext.class_gaussians falls back to the reference implementation)");
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cuda(const at::Tensor& features_,
-                                                                    const at::Tensor& labels_,
-                                                                    int64_t num_classes,
-                                                                    const std::optional<at::Tensor>& weights,
-                                                                    int64_t ignore_index) {
+// The statistics and, without waiting for the device, their status flags (see the schema).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> class_gaussians_with_status_cuda(
+    const at::Tensor& features_, const at::Tensor& labels_, int64_t num_classes,
+    const std::optional<at::Tensor>& weights, int64_t ignore_index) {
   const char* op = "class_gaussians";
   c10::cuda::CUDAGuard guard(features_.device());
   const at::Tensor features = features_.dim() == 4 ? features_.contiguous() : features_;
@@ -481,8 +481,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cuda(const at::Te
   const auto f64 = features.options().dtype(at::kDouble);
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   at::Tensor counts, means, m2_upper;
-  // raised by the sums pass for a negative or NaN weight; read with the finiteness check below,
-  // in the one host sync of this op
+  // raised by the sums pass for a negative or NaN weight
   const at::Tensor bad = at::zeros({1}, features.options().dtype(at::kInt));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "class_gaussians_cuda", [&] {
     using T = acc_t<scalar_t>;
@@ -537,13 +536,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cuda(const at::Te
   const at::Tensor iu = at::triu_indices(g.D, g.D, 0, features.options().dtype(at::kLong));
   at::Tensor m2 = at::zeros({g.C, g.D, g.D}, f64);
   m2.index_put_({at::indexing::Slice(), iu[0], iu[1]}, m2_upper);
-  auto result = finish_statistics(counts, means, m2, /*have_means=*/true);
-  const at::Tensor flags =
-      at::stack({bad[0].eq(0), at::isfinite(std::get<1>(result)).all() & at::isfinite(std::get<2>(result)).all()})
-          .cpu();
-  TORCH_CHECK_VALUE(flags[0].item<bool>(), op, ": `weights` must be >= 0 and not NaN");
-  TORCH_CHECK_VALUE(flags[1].item<bool>(), op, ": `features` (or `weights`) contain NaN or infinity");
-  return result;
+  auto [n, mu, cov] = finish_statistics(counts, means, m2, /*have_means=*/true);
+  const at::Tensor status = at::stack({bad[0].ne(0), at::logical_not(at::isfinite(mu).all() & at::isfinite(cov).all())});
+  return {n, mu, cov, status};
+}
+
+// class_gaussians: the same, checked (one host sync for both flags).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cuda(const at::Tensor& features,
+                                                                    const at::Tensor& labels,
+                                                                    int64_t num_classes,
+                                                                    const std::optional<at::Tensor>& weights,
+                                                                    int64_t ignore_index) {
+  auto [n, mu, cov, status] = class_gaussians_with_status_cuda(features, labels, num_classes, weights, ignore_index);
+  const at::Tensor flags = status.cpu();
+  TORCH_CHECK_VALUE(!flags[0].item<bool>(), "class_gaussians: `weights` must be >= 0 and not NaN");
+  TORCH_CHECK_VALUE(!flags[1].item<bool>(), "class_gaussians: `features` (or `weights`) contain NaN or infinity");
+  return {n, mu, cov};
 }
 
 std::tuple<at::Tensor, at::Tensor> class_gaussians_backward_cuda(
@@ -606,5 +614,6 @@ std::tuple<at::Tensor, at::Tensor> class_gaussians_backward_cuda(
 
 TORCH_LIBRARY_IMPL(dale_ext, CUDA, m) {
   m.impl("class_gaussians", &dale_ext::stats::class_gaussians_cuda);
+  m.impl("_class_gaussians_with_status", &dale_ext::stats::class_gaussians_with_status_cuda);
   m.impl("_class_gaussians_backward", &dale_ext::stats::class_gaussians_backward_cuda);
 }

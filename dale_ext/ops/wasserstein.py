@@ -171,8 +171,20 @@ def _check_group(process_group, op):
 
 
 # ---------------------------------------------------------------- class_gaussians
-def _class_gaussians64(features, labels, num_classes, weights, ignore_index) -> ClassGaussians:
-    """float64 statistics from the compiled op (or the reference where no kernel exists)."""
+# what each flag of the statistics' status (csrc/wasserstein.cpp: _class_gaussians_with_status) means
+_STATUS_ERRORS = ("`weights` must be >= 0 and not NaN", "`features` (or `weights`) contain NaN or infinity")
+
+
+def _raise_for_status(flags, op):
+    for bad, message in zip(flags, _STATUS_ERRORS):
+        if bad:
+            raise ValueError(f"{op}: {message}")
+
+
+def _class_gaussians64(features, labels, num_classes, weights, ignore_index, deferred=False):
+    """float64 statistics from the compiled op (or the reference where no kernel exists).
+    ``deferred``: return ``(statistics, status)`` without reading the status (on a GPU that read
+    waits for the device); the caller must pass it to ``_raise_for_status``."""
     if use_reference("class_gaussians", features.device) or (features.is_cuda and features.shape[1] > _CUDA_MAX_D):
         from dale_ext.reference.wasserstein import class_gaussians as reference
 
@@ -180,13 +192,20 @@ def _class_gaussians64(features, labels, num_classes, weights, ignore_index) -> 
                         dtype=torch.float64)
         # the checks the compiled op makes; like it, only at the pixels that count
         counted = (labels >= 0) & (labels < num_classes) & (labels != ignore_index)
-        if weights is not None and not bool(((weights >= 0) | ~counted).all()):
-            raise ValueError("class_gaussians: `weights` must be >= 0 and not NaN")
-        if not (bool(torch.isfinite(out.means).all()) and bool(torch.isfinite(out.covs).all())):
-            raise ValueError("class_gaussians: `features` (or `weights`) contain NaN or infinity")
-        return out
-    return ClassGaussians(*torch.ops.dale_ext.class_gaussians.default(
-        features, labels, int(num_classes), weights, int(ignore_index)))
+        bad_weight = (~((weights >= 0) | ~counted).all() if weights is not None
+                      else torch.zeros((), dtype=torch.bool, device=features.device))
+        status = torch.stack([bad_weight, ~(torch.isfinite(out.means).all() & torch.isfinite(out.covs).all())])
+    elif deferred:
+        *out, status = torch.ops.dale_ext._class_gaussians_with_status.default(
+            features, labels, int(num_classes), weights, int(ignore_index))
+        out = ClassGaussians(*out)
+    else:
+        return ClassGaussians(*torch.ops.dale_ext.class_gaussians.default(
+            features, labels, int(num_classes), weights, int(ignore_index)))
+    if deferred:
+        return out, status
+    _raise_for_status(status.tolist(), "class_gaussians")
+    return out
 
 
 def class_gaussians(features, labels, num_classes, *, weights=None, ignore_index=-100,
@@ -241,7 +260,7 @@ def _class_gaussians_setup(ctx, inputs, output):
     ctx.save_for_backward(features, labels, weights, *output)
 
 
-def _class_gaussians_backward(ctx, grad_counts, grad_means, grad_covs):
+def _class_gaussians_backward(ctx, grad_counts, grad_means, grad_covs, grad_status=None):
     features, labels, weights, counts, means, covs = ctx.saved_tensors
     fx = ctx.needs_input_grad[0]
     fw = ctx.has_weights and ctx.needs_input_grad[3]
@@ -256,6 +275,21 @@ def _class_gaussians_backward(ctx, grad_counts, grad_means, grad_covs):
 
 torch.library.register_autograd("dale_ext::class_gaussians", _class_gaussians_backward,
                                 setup_context=_class_gaussians_setup)
+
+
+@torch.library.register_fake("dale_ext::_class_gaussians_with_status")
+def _class_gaussians_with_status_fake(features, labels, num_classes, weights, ignore_index):
+    status = features.new_empty((2,), dtype=torch.bool)
+    return (*_class_gaussians_fake(features, labels, num_classes, weights, ignore_index), status)
+
+
+def _class_gaussians_with_status_setup(ctx, inputs, output):
+    _class_gaussians_setup(ctx, inputs, output[:3])
+    ctx.mark_non_differentiable(output[3])
+
+
+torch.library.register_autograd("dale_ext::_class_gaussians_with_status", _class_gaussians_backward,
+                                setup_context=_class_gaussians_with_status_setup)
 
 _NO_DOUBLE_BACKWARD = ("dale_ext: second derivatives through class_gaussians, gaussian_w2 and wasserstein_loss are "
                        "not implemented (their backward is a fused kernel and closed-form matrix gradients); "
@@ -377,7 +411,7 @@ def _moved(tensors, device):
     gradient is detached: after the cat every part would otherwise require one, and the matrix
     part would compute a covariance gradient (for a detached target, say) only to drop it."""
     if all(t.device == device or (device.index is None and t.device.type == device.type) for t in tensors):
-        return tensors
+        return list(tensors)
     flat = torch.cat([t.reshape(-1) for t in tensors]).to(device)
     parts = [part.view(t.shape) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
     return [p if t.requires_grad else p.detach() for p, t in zip(parts, tensors)]
@@ -427,8 +461,16 @@ def wasserstein_loss(input, input_labels, target, target_labels, num_classes, *,
     _check_statistics_inputs(input, input_labels, num_classes, input_weights, ignore_index, "wasserstein_loss (input)")
     _check_statistics_inputs(target, target_labels, num_classes, target_weights, ignore_index,
                              "wasserstein_loss (target)")
-    si = _class_gaussians64(input, input_labels, num_classes, input_weights, ignore_index)
-    st = _class_gaussians64(target, target_labels, num_classes, target_weights, ignore_index)
+    # The statistics' checks are read once, with the copy of the matrix part to its device (one
+    # host sync a loss on a GPU, not three). Not under torch.compile (the read would break the
+    # graph) nor across ranks (a rank must raise before the all-reduce that spreads a NaN).
+    deferred = process_group is None and not torch.compiler.is_compiling()
+    si = _class_gaussians64(input, input_labels, num_classes, input_weights, ignore_index, deferred)
+    st = _class_gaussians64(target, target_labels, num_classes, target_weights, ignore_index, deferred)
+    status = None
+    if deferred:
+        (si, status_in), (st, status_t) = si, st
+        status = torch.cat([status_in, status_t]).to(torch.float64)
     if process_group is not None:
         group = _check_group(process_group, "wasserstein_loss")
         si, st = _global_statistics(si, group), _global_statistics(st, group)
@@ -436,7 +478,12 @@ def wasserstein_loss(input, input_labels, target, target_labels, num_classes, *,
     if md is None:
         host = cov_t.is_cuda and cov_t.shape[-1] <= _HOST_MATRIX_MAX_D
         md = torch.device("cpu") if host else cov_t.device
-    w2 = _gaussian_w2(*_moved((st.means, cov_t, si.means, cov_in), md)).to(cov_t.device)
+    moved = _moved((st.means, cov_t, si.means, cov_in) + ((status,) if deferred else ()), md)
+    if deferred:
+        flags = moved.pop().tolist()  # on the host now, or one sync where the matrix part stays on the GPU
+        _raise_for_status(flags[:2], "wasserstein_loss (input)")
+        _raise_for_status(flags[2:], "wasserstein_loss (target)")
+    w2 = _gaussian_w2(*moved).to(cov_t.device)
     valid = (si.counts >= min_count) & (st.counts >= min_count)
     out_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
     return _reduce(w2, valid, reduction).to(out_dtype)

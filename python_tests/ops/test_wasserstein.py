@@ -3,6 +3,8 @@ float64 autograd through an independent eigh-based implementation; gradcheck; op
 torch.compile; hypothesis fuzzing; degenerate inputs; bad inputs; CUDA vs CPU."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -548,6 +550,8 @@ def test_opcheck(gen, device):
     x, lab, w = x.to(device), lab.to(device), w.to(device)
     torch.library.opcheck(torch.ops.dale_ext.class_gaussians.default, (x.requires_grad_(), lab, 3, w, -100))
     torch.library.opcheck(torch.ops.dale_ext.class_gaussians.default, (x, lab, 3, None, -100))
+    torch.library.opcheck(torch.ops.dale_ext._class_gaussians_with_status.default,
+                          (x.detach().requires_grad_(), lab, 3, w, -100))
     S1 = (random_spd(gen, 3, 5) + 0.1 * torch.eye(5)).float().to(device).requires_grad_()
     S2 = (random_spd(gen, 3, 5) + 0.1 * torch.eye(5)).float().to(device).requires_grad_()
     m = torch.randn(3, 5, generator=gen).to(device)
@@ -610,6 +614,48 @@ def test_loss_matrix_part_on_the_host(gen, device):
     (l0, g0), *rest = grads
     for l1, g1 in rest:
         assert rel(l1, l0) < 1e-12 and rel(g1, g0) < 1e-10
+
+
+def _loss_bad_input_cases(gen, device):
+    x, lx, w = make_case(gen, 2, 5, 9, 11, 3, torch.float64)
+    t, lt, wt = make_case(gen, 2, 5, 9, 11, 3, torch.float64)
+    x, lx, w, t, lt, wt = (v.to(device) for v in (x, lx, w, t, lt, wt))
+    nan_x = x.clone()
+    nan_x[0, 2, lx[0] == 1] = float("nan")   # at pixels that count
+    neg_wt = wt.clone()
+    neg_wt[lt == 2] = -0.5
+    return [((nan_x, lx, t, lt), {}, "input", "`features` (or `weights`) contain NaN"),
+            ((x, lx, t, lt), {"target_weights": neg_wt}, "target", "`weights` must be >= 0"),
+            ((x, lx, t, lt), {"input_weights": w * float("nan")}, "input", "`weights` must be >= 0")]
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
+@pytest.mark.parametrize("matrix_device", [None, "cpu"])
+def test_loss_rejects_bad_statistics_inputs(gen, device, matrix_device):
+    """The statistics' checks hold for the loss on every path: on a GPU they are read once, with
+    the matrix part's copy (or by one sync where it stays on the device), and name the side."""
+    for args, kw, side, message in _loss_bad_input_cases(gen, device):
+        with pytest.raises(ValueError, match=re.escape(message)) as err:
+            dale_ext.wasserstein_loss(*args, 3, matrix_device=matrix_device, **kw)
+        if device == "cuda":
+            assert f"wasserstein_loss ({side})" in str(err.value)
+
+
+def test_loss_rejects_bad_statistics_inputs_on_the_reference_path(gen, monkeypatch):
+    """Where the reference computes the statistics (no kernel for the device), the loss reads
+    their status as on a GPU, and the error names the side."""
+    import dale_ext.ops.wasserstein as ops
+
+    monkeypatch.setattr(ops, "use_reference", lambda op, device: True)
+    for args, kw, side, message in _loss_bad_input_cases(gen, "cpu"):
+        with pytest.raises(ValueError, match=re.escape(f"wasserstein_loss ({side}): {message}")):
+            dale_ext.wasserstein_loss(*args, 3, **kw)
+    x, lx, t, lt = _loss_bad_input_cases(gen, "cpu")[1][0]
+    monkeypatch.undo()
+    want = dale_ext.wasserstein_loss(x, lx, t, lt, 3, perturbation=0.1)
+    monkeypatch.setattr(ops, "use_reference", lambda op, device: True)
+    got = dale_ext.wasserstein_loss(x, lx, t, lt, 3, perturbation=0.1)
+    assert rel(got, want) < 1e-10
 
 
 def test_matrix_part_copy_keeps_each_parts_gradient_need():
