@@ -47,7 +47,7 @@ cuda-check:
 	  -C build-dir=build/cuda-check -C cmake.define.DALE_EXT_CUDA=ON .
 	cd /tmp && $(abspath $(CUDA_VENV))/bin/python -c "import dale_ext, torch; \
 	  assert dale_ext.cuda_built(), 'CUDA kernels missing'; \
-	  missing = [op for op in ('fuzzy_split', 'class_gaussians', '_class_gaussians_backward') \
+	  missing = [op for op in ('fuzzy_split', 'class_gaussians', '_class_gaussians_with_status', '_class_gaussians_backward') \
 	             if not torch._C._dispatch_has_kernel_for_dispatch_key('dale_ext::' + op, 'CUDA')]; \
 	  assert not missing, missing; \
 	  print('cuda-check: OK', dale_ext.build_info(), 'torch', torch.__version__)"
