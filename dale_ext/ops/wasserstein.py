@@ -20,6 +20,10 @@ Design notes (why, for successors):
 * The matrix part (``_gaussian_w2``) uses one Cholesky + one eigh when Sigma_1 is well conditioned
   (M = L^T Sigma_2 L has the eigenvalues of Sigma_1^{1/2} Sigma_2 Sigma_1^{1/2}), and eigh twice
   with pseudo-inverse square roots otherwise.
+* On CUDA, ``wasserstein_loss`` runs the matrix part on the host by default (cuSOLVER's eigh takes
+  one small matrix at a time; measured slower on an H200, see ``matrix_device``), and reads the
+  statistics' checks (weights, finiteness) in the same single copy to the host, so a forward waits
+  for the device once.
 """
 from __future__ import annotations
 
@@ -449,9 +453,9 @@ def wasserstein_loss(input, input_labels, target, target_labels, num_classes, *,
             included) against cuSOLVER's 15-18 ms, for two 64 x 64 classes 0.8-1.2 against
             2.3-2.7 ms (``benchmarks/results/gpu/``). The host runs the classes in parallel over
             torch's intra-op threads; with one thread (torchrun's default OMP_NUM_THREADS=1)
-            they run one after another, about 1.4 ms per 128 x 128 class on one core of a
-            2-core CPU VM against cuSOLVER's 1.7-2 ms per class, which was not measured on a GPU
-            machine. Pass the features' device to keep the matrix part there.
+            they run one after another: about 1.4 ms per 128 x 128 class on one core of a
+            2-core CPU VM, against cuSOLVER's 1.7-2 ms per class (the one-thread case itself was
+            not timed on a GPU machine). Pass the features' device to keep the matrix part there.
     Returns:
         The loss in ``input``'s dtype (float32 for half/bfloat16). Gradients flow into ``input``
         and ``target`` (and the weights); detach ``target`` when it is a fixed reference.
