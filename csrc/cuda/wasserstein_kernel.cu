@@ -11,7 +11,10 @@
 //   backward: thread per (pixel k, 8 output channels i): w_k (scale_c (Gs_c x_k)_i + bias_c,i),
 //            one pass; Gs in shared memory when it is at most 32 KB.
 // class_gaussians: one host sync (the weight and finiteness flags together); its _with_status
-// variant none (the caller reads the flags); the backward none.
+// variant none (the caller reads the flags); the backward none. Few launches: the forward is five
+// (flags memset, sums, their reduction into counts and means, moments, their reduction into the
+// covariances), the backward two (coefficients, gradient); the host thread that issues them was
+// the bottleneck at small shapes (H200 machine, 0003555: ~35 ATen ops a forward).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -184,7 +187,7 @@ template <typename scalar_t, typename T>
 __device__ inline void stage_chunk(const Staged<T>& s, const scalar_t* __restrict__ x,
                                    const int64_t* __restrict__ labels, const T* __restrict__ w,
                                    const T* __restrict__ means, bool sqrt_weight, const Geometry& g, int64_t S,
-                                   int64_t b, int64_t p0, int n, int* __restrict__ bad_weight) {
+                                   int64_t b, int64_t p0, int n, bool* __restrict__ bad_weight) {
   const int k = threadIdx.x;
   __syncthreads();  // the previous chunk's readers are done
   int l = -1;
@@ -196,7 +199,7 @@ __device__ inline void stage_chunk(const Staged<T>& s, const scalar_t* __restric
   const int r = sorted_row(l, n, g.C, s.scratch, s.bounds);  // its barriers also order the -1s before the writes below
   if (r >= 0) {
     const T wk = w ? w[b * g.P + p0 + k] : T(1);
-    if (bad_weight && !(wk >= T(0))) atomicOr(bad_weight, 1);
+    if (bad_weight && !(wk >= T(0))) *bad_weight = true;  // every writer stores the same value
     const T f = sqrt_weight ? (wk > T(0) ? sqrt(wk) : T(0)) : wk;
     s.factor[r] = f;
     s.sorted[r] = l;
@@ -244,7 +247,7 @@ __device__ inline void load4(const double* p, double v[4]) {
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads)
     sums_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ labels, const acc_t<scalar_t>* __restrict__ w,
-                Geometry g, Chunks ch, acc_t<scalar_t>* __restrict__ partial, int* __restrict__ bad_weight) {
+                Geometry g, Chunks ch, acc_t<scalar_t>* __restrict__ partial, bool* __restrict__ bad_weight) {
   using T = acc_t<scalar_t>;
   extern __shared__ __align__(16) unsigned char staged_smem[];
   const int64_t S = row_stride(g.D);
@@ -269,14 +272,60 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Sum of the blocks' slices in block order, in float64: out[e] = sum_blk partial[blk][e].
+// Sums of the blocks' slices in block order, in float64, and from them counts and means: thread
+// per (class c, entry d <= D). Each thread also sums its class's weights (entry D, the same order
+// as the thread that writes the count, so the same value). means_t: the means in the moments
+// pass's type. The zero-count and finiteness rules are finish_statistics' (csrc/wasserstein.cpp):
+// zero for a class with no weight; the status flag is raised for a non-finite final mean.
 template <typename T>
-__global__ void reduce_kernel(const T* __restrict__ partial, int64_t blocks, int64_t entries, double* __restrict__ out) {
+__global__ void sums_reduce_kernel(const T* __restrict__ partial, int64_t blocks, Geometry g,
+                                   double* __restrict__ counts, double* __restrict__ means,
+                                   T* __restrict__ means_t, bool* __restrict__ not_finite) {
   const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t row = g.D + 1, entries = g.C * row;
   if (e >= entries) return;
+  const int64_t c = e / row, d = e - c * row;
+  double s = 0, n = 0;
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const T* slice = partial + blk * entries + c * row;
+    s += static_cast<double>(slice[d]);
+    n += static_cast<double>(slice[g.D]);
+  }
+  if (d == g.D) {
+    counts[c] = s;
+    return;
+  }
+  const double m = n > 0 ? s / n : 0.0;
+  means[c * g.D + d] = m;
+  means_t[c * g.D + d] = static_cast<T>(m);
+  if (!isfinite(m)) *not_finite = true;  // every writer stores the same value
+}
+
+// Second moments summed over the blocks' slices (float64, block order) into the full symmetric
+// covariances: thread per (class c, upper-triangle entry e = (i, j), i <= j, row-major), writing
+// (i, j) and (j, i); zero for a class with no weight; the flag raised for a non-finite value.
+template <typename T>
+__global__ void finish_covs_kernel(const T* __restrict__ partial, int64_t blocks, Geometry g,
+                                   const double* __restrict__ counts, double* __restrict__ covs,
+                                   bool* __restrict__ not_finite) {
+  const int64_t E = g.D * (g.D + 1) / 2;
+  const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (idx >= g.C * E) return;
+  const int64_t c = idx / E, e = idx - c * E;
   double s = 0;
-  for (int64_t blk = 0; blk < blocks; ++blk) s += static_cast<double>(partial[blk * entries + e]);
-  out[e] = s;
+  for (int64_t blk = 0; blk < blocks; ++blk) s += static_cast<double>(partial[blk * g.C * E + idx]);
+  // unrank e: row i starts at i * D - i (i - 1) / 2; estimate i in closed form, then correct
+  const double twoD1 = 2.0 * g.D + 1.0;
+  int64_t i = static_cast<int64_t>((twoD1 - sqrt(twoD1 * twoD1 - 8.0 * static_cast<double>(e))) / 2.0);
+  auto start = [&](int64_t r) { return r * g.D - r * (r - 1) / 2; };
+  while (i > 0 && start(i) > e) --i;
+  while (i + 1 < g.D && start(i + 1) <= e) ++i;
+  const int64_t j = i + (e - start(i));
+  const double n = counts[c];
+  const double v = n > 0 ? s / n : 0.0;
+  covs[(c * g.D + i) * g.D + j] = v;
+  covs[(c * g.D + j) * g.D + i] = v;
+  if (!isfinite(v)) *not_finite = true;
 }
 
 // Pass 2: partial[blk][c][e] over the upper-triangle entries e = (i, j), i <= j (row-major).
@@ -389,7 +438,17 @@ __global__ void __launch_bounds__(kThreads)
       const bool ok = counts_for(l, g);
       lab[k] = ok ? static_cast<int>(l) : -1;
       wk[k] = ok ? (w ? w[b * g.P + p0 + k] : T(1)) : T(0);
-      load_pixel<T>(x + b * g.sB + (p0 + k) * g.sP, g, [&](int64_t d, T v) { X[d * ch.K + k] = v; });
+      // written out rather than through load_pixel: with the helper the compiler scheduled the
+      // loop below differently and the kernel ran 1.11 ms instead of 0.84 (H200, 0003555 vs 50ad14e)
+      const scalar_t* xk = x + b * g.sB + (p0 + k) * g.sP;
+      for (int64_t d0 = 0; d0 < g.D; d0 += kLoadBatch) {
+        T v[kLoadBatch];
+#pragma unroll
+        for (int u = 0; u < kLoadBatch; ++u) v[u] = d0 + u < g.D ? static_cast<T>(xk[(d0 + u) * g.sD]) : T(0);
+#pragma unroll
+        for (int u = 0; u < kLoadBatch; ++u)
+          if (d0 + u < g.D) X[(d0 + u) * ch.K + k] = v[u];
+      }
     }
     __syncthreads();
     for (int idx = threadIdx.x; idx < groups * n; idx += kThreads) {
@@ -399,7 +458,6 @@ __global__ void __launch_bounds__(kThreads)
       T acc[kOut] = {};
       if (c >= 0) {
         const T* Gc = Gsrc + static_cast<int64_t>(c) * g.D * Dp + i0;
-#pragma unroll 4  // as measured at 50ad14e (the compiler's own choice varies with the code around it)
         for (int64_t d = 0; d < g.D; ++d) {
           const T xd = X[d * ch.K + p];
           T gv[kOut];
@@ -430,6 +488,37 @@ void launch_backward(const Geometry& g, const Chunks& ch, size_t sh, cudaStream_
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sh)));
   backward_kernel<scalar_t, kSharedG><<<ch.blocks, kThreads, sh, stream>>>(x, labels, G, w, scale, bias, g, ch, grad);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// The feature gradient's coefficients (backward_coefficients in csrc/wasserstein.cpp, in one
+// launch instead of a dozen small ones): block per class c, in float64, stored in the kernel's
+// type: G_c = (gC_c + gC_c^T) / 2 zero-padded to Dp columns, scale_c = 2 / n_c and
+// bias_c = (g_mu_c - 2 G_c mu_c) / n_c (zero-padded), both zero for a class with no weight.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    backward_coefficients_kernel(const double* __restrict__ counts, const double* __restrict__ means,
+                                 const double* __restrict__ grad_means, const double* __restrict__ grad_covs,
+                                 Geometry g, int64_t Dp, T* __restrict__ G, T* __restrict__ scale,
+                                 T* __restrict__ bias) {
+  const int64_t c = blockIdx.x, D = g.D;
+  const double n = counts[c];
+  const bool pos = n > 0;
+  const double* gC = grad_covs + c * D * D;
+  const double* mu = means + c * D;
+  for (int64_t idx = threadIdx.x; idx < D * Dp; idx += kThreads) {
+    const int64_t i = idx / Dp, j = idx - i * Dp;
+    G[c * D * Dp + idx] = static_cast<T>(j < D ? 0.5 * (gC[i * D + j] + gC[j * D + i]) : 0.0);
+  }
+  for (int64_t i = threadIdx.x; i < Dp; i += kThreads) {
+    double b = 0;
+    if (i < D && pos) {
+      double gmu = 0;
+      for (int64_t j = 0; j < D; ++j) gmu += 0.5 * (gC[i * D + j] + gC[j * D + i]) * mu[j];
+      b = (grad_means[c * D + i] - 2.0 * gmu) / n;
+    }
+    bias[c * Dp + i] = static_cast<T>(b);
+  }
+  if (threadIdx.x == 0) scale[c] = static_cast<T>(pos ? 2.0 / n : 0.0);
 }
 
 // Weight gradient, one thread per pixel: g_count + (g_mu . u + u^T Gs u - <Gs, cov>) / n.
@@ -467,7 +556,10 @@ void check_cuda_inputs(const Geometry& g, const char* op) {
                     " (dale_ext.class_gaussians falls back to the reference implementation)");
 }
 
-// The statistics and, without waiting for the device, their status flags (see the schema).
+// The statistics and, without waiting for the device, their status flags (see the schema). Five
+// launches: a memset of the flags, sums, their reduction (counts, means), moments, their
+// reduction (covariances); the host work between them is a few allocations (the calls run on a
+// slow host thread, and ~35 small ATen ops here once cost more than the kernels at small shapes).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> class_gaussians_with_status_cuda(
     const at::Tensor& features_, const at::Tensor& labels_, int64_t num_classes,
     const std::optional<at::Tensor>& weights, int64_t ignore_index) {
@@ -479,9 +571,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> class_gaussians_with_
   const at::Tensor labels = labels_.to(at::kLong).contiguous();
   const auto f64 = features.options().dtype(at::kDouble);
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  at::Tensor counts, means, m2_upper;
-  // raised by the sums pass for a negative or NaN weight
-  const at::Tensor bad = at::zeros({1}, features.options().dtype(at::kInt));
+  const at::Tensor counts = at::empty({g.C}, f64), means = at::empty({g.C, g.D}, f64);
+  const at::Tensor covs = at::empty({g.C, g.D, g.D}, f64);
+  // [0]: a negative or NaN weight (the sums pass); [1]: a non-finite mean or covariance
+  const at::Tensor status = at::empty({2}, features.options().dtype(at::kBool));
+  C10_CUDA_CHECK(cudaMemsetAsync(status.data_ptr<bool>(), 0, 2 * sizeof(bool), stream));
+  bool* flags = status.data_ptr<bool>();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "class_gaussians_cuda", [&] {
     using T = acc_t<scalar_t>;
     const auto tdt = c10::CppTypeToScalarType<T>::value;
@@ -502,18 +597,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> class_gaussians_with_
     }
     sums_kernel<scalar_t><<<blocks1, kThreads, sh1, stream>>>(features.data_ptr<scalar_t>(),
                                                                labels.data_ptr<int64_t>(), wp, g, ch,
-                                                               part1.data_ptr<T>(), bad.data_ptr<int>());
+                                                               part1.data_ptr<T>(), flags);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    at::Tensor sums = at::empty({g.C, g.D + 1}, f64);
+    const at::Tensor means_t = at::empty({g.C, g.D}, features.options().dtype(tdt));
     const int64_t e1 = g.C * (g.D + 1);
-    reduce_kernel<T><<<(e1 + kThreads - 1) / kThreads, kThreads, 0, stream>>>(part1.data_ptr<T>(), blocks1, e1,
-                                                                             sums.data_ptr<double>());
+    sums_reduce_kernel<T><<<(e1 + kThreads - 1) / kThreads, kThreads, 0, stream>>>(
+        part1.data_ptr<T>(), blocks1, g, counts.data_ptr<double>(), means.data_ptr<double>(), means_t.data_ptr<T>(),
+        flags + 1);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    counts = sums.select(1, g.D).contiguous();
-    const at::Tensor safe = at::where(counts > 0, counts, at::ones_like(counts));
-    means = at::where((counts > 0).unsqueeze(1), sums.narrow(1, 0, g.D) / safe.unsqueeze(1),
-                      at::zeros({g.C, g.D}, f64));
-    const at::Tensor means_t = means.to(tdt).contiguous();
     const int64_t E = g.D * (g.D + 1) / 2;
     // one C x E slice of partial moments per block: with many classes and a large D that is
     // C x D^2 / 2 x 4 bytes per block, so fewer blocks (each loops over more chunks) keep it
@@ -525,19 +616,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> class_gaussians_with_
                                                                   labels.data_ptr<int64_t>(), wp,
                                                                   means_t.data_ptr<T>(), g, ch, part2.data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    m2_upper = at::empty({g.C, E}, f64);
-    const int64_t e2 = g.C * E;
-    reduce_kernel<T><<<(e2 + kThreads - 1) / kThreads, kThreads, 0, stream>>>(part2.data_ptr<T>(), blocks2, e2,
-                                                                             m2_upper.data_ptr<double>());
+    const int64_t e2 = g.C * E;  // >= 1: check_inputs wants C >= 1 and D >= 1
+    finish_covs_kernel<T><<<(e2 + kThreads - 1) / kThreads, kThreads, 0, stream>>>(
+        part2.data_ptr<T>(), blocks2, g, counts.data_ptr<double>(), covs.data_ptr<double>(), flags + 1);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  // scatter the packed upper triangle into (C, D, D)
-  const at::Tensor iu = at::triu_indices(g.D, g.D, 0, features.options().dtype(at::kLong));
-  at::Tensor m2 = at::zeros({g.C, g.D, g.D}, f64);
-  m2.index_put_({at::indexing::Slice(), iu[0], iu[1]}, m2_upper);
-  auto [n, mu, cov] = finish_statistics(counts, means, m2, /*have_means=*/true);
-  const at::Tensor status = at::stack({bad[0].ne(0), at::logical_not(at::isfinite(mu).all() & at::isfinite(cov).all())});
-  return {n, mu, cov, status};
+  return {counts, means, covs, status};
 }
 
 // class_gaussians: the same, checked (one host sync for both flags).
@@ -565,9 +649,8 @@ std::tuple<at::Tensor, at::Tensor> class_gaussians_backward_cuda(
   check_cuda_inputs(g, op);
   const at::Tensor labels = labels_.to(at::kLong).contiguous();
   auto f64 = [](const at::Tensor& t) { return t.to(at::kDouble).contiguous(); };
-  const at::Tensor gc = f64(grad_counts), gm = f64(grad_means), gC = f64(grad_covs);
-  const at::Tensor n = f64(counts), mu = f64(means), cov = f64(covs);
-  const BackwardCoefficients k = backward_coefficients(n, mu, cov, gm, gC);
+  const at::Tensor gm = f64(grad_means), gC = f64(grad_covs);
+  const at::Tensor n = f64(counts), mu = f64(means);
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   at::Tensor grad_x = features_grad ? at::empty_like(features) : at::empty({0}, features.options());
   at::Tensor grad_w = at::empty({0}, features.options());
@@ -583,15 +666,21 @@ std::tuple<at::Tensor, at::Tensor> class_gaussians_backward_cuda(
       const Chunks ch = make_backward_chunks(g, elem, sm_count(), shared_g);
       // zero-padded to Dp channels: every thread's two 16-byte loads stay inside its class's rows
       const int64_t Dp = padded_channels(g.D);
-      const at::Tensor G = at::constant_pad_nd(k.G, {0, Dp - g.D}).to(tdt).contiguous();
-      const at::Tensor bias = at::constant_pad_nd(k.bias, {0, Dp - g.D}).to(tdt).contiguous();
-      const at::Tensor scale = k.scale.to(tdt).contiguous();
+      const auto opts = features.options().dtype(tdt);
+      const at::Tensor G = at::empty({g.C, g.D, Dp}, opts), bias = at::empty({g.C, Dp}, opts);
+      const at::Tensor scale = at::empty({g.C}, opts);
+      backward_coefficients_kernel<T><<<g.C, kThreads, 0, stream>>>(
+          n.data_ptr<double>(), mu.data_ptr<double>(), gm.data_ptr<double>(), gC.data_ptr<double>(), g, Dp,
+          G.data_ptr<T>(), scale.data_ptr<T>(), bias.data_ptr<T>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
       const size_t sh = (shared_g ? backward_g_bytes(g, elem) : 0) + ch.K * (g.D * elem + elem + sizeof(int));
       auto* launch = shared_g ? &launch_backward<scalar_t, true> : &launch_backward<scalar_t, false>;
       launch(g, ch, sh, stream, features.data_ptr<scalar_t>(), labels.data_ptr<int64_t>(), G.data_ptr<T>(), wp,
              scale.data_ptr<T>(), bias.data_ptr<T>(), grad_x.data_ptr<scalar_t>());
     }
-    if (weights_grad) {
+    if (weights_grad) {  // rare (weights that need a gradient): the coefficients from ATen ops
+      const at::Tensor gc = f64(grad_counts), cov = f64(covs);
+      const BackwardCoefficients k = backward_coefficients(n, mu, cov, gm, gC);
       at::Tensor gw = at::empty({g.B * g.P}, features.options().dtype(at::kDouble));
       const int64_t total = g.B * g.P;
       if (total > 0) {  // a grid of 0 blocks is a launch error

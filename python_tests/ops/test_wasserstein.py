@@ -378,6 +378,24 @@ def test_loss_gradcheck(gen):
     assert torch.autograd.gradcheck(f, args)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("sides", ["both", "input", "target"])
+def test_loss_gradcheck_reductions_and_sides(gen, reduction, sides):
+    """The loss's one autograd node scales its precomputed gradients per reduction (one incoming
+    gradient per class for "none") and prepares only the sides that need one; min_count skips
+    some classes."""
+    x, lx, _ = make_case(gen, 2, 3, 5, 6, 3)
+    t, lt, _ = make_case(gen, 2, 3, 5, 6, 3)
+    x.requires_grad_(sides in ("both", "input"))
+    t.requires_grad_(sides in ("both", "target"))
+    n = torch.minimum(dale_ext.class_gaussians(x, lx, 3).counts, dale_ext.class_gaussians(t, lt, 3).counts).detach()
+    min_count = float(n.sort().values[1])  # two classes count ("mean" divides by 2), one is skipped
+    assert (n < min_count).sum() == 1
+    f = lambda a, b: dale_ext.wasserstein_loss(a, lx, b, lt, 3, perturbation=0.2, min_count=min_count,  # noqa: E731
+                                               reduction=reduction)
+    assert torch.autograd.gradcheck(f, (x, t))
+
+
 def test_reference_loss_agrees_with_kernel(gen):
     x, lx, wx = make_case(gen, 2, 5, 12, 10, 3, torch.float32)
     t, lt, _ = make_case(gen, 2, 5, 12, 10, 3, torch.float32)
