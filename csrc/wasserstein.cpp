@@ -202,24 +202,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_batched(const at::Ten
   at::Tensor w2, g1, g2;
   if (use_cholesky) {
     const at::Tensor Lt = L.transpose(-1, -2);
+    const at::Tensor M = sym(at::matmul(Lt, at::matmul(S2, L)));
     at::Tensor lm, V;
-    std::tie(lm, V) = at::linalg_eigh(sym(at::matmul(Lt, at::matmul(S2, L))));
+    // without gradients the eigenvalues suffice (2-3x cheaper than eigh with vectors on a CPU)
+    if (cov1_grad || cov2_grad)
+      std::tie(lm, V) = at::linalg_eigh(M);
+    else
+      lm = at::linalg_eigvalsh(M);
     lm = lm.clamp_min(0);
     w2 = base - 2.0 * lm.sqrt().sum(-1);
-    if (cov2_grad) g2 = eye - sym(at::matmul(L, at::matmul(eig_fn(V, pinv_rsqrt(lm)), Lt)));
+    // L M^{-1/2} L^T = W diag(f) W^T with W = L V: two products rather than three
+    if (cov2_grad) {
+      const at::Tensor W = at::matmul(L, V);
+      g2 = eye - sym(at::matmul(W * pinv_rsqrt(lm).unsqueeze(-2), W.transpose(-1, -2)));
+    }
+    // L^{-T} M^{1/2} L^{-1} = U diag(sqrt(lm)) U^T with U = L^{-T} V: one triangular solve
     if (cov1_grad) {
-      // L^{-T} K L^{-1} with K = V diag(sqrt(lm)) V^T, by two triangular solves
-      const at::Tensor K = eig_fn(V, lm.sqrt());
-      const at::Tensor X = at::linalg_solve_triangular(Lt, K, /*upper=*/true);
-      const at::Tensor T1 = at::linalg_solve_triangular(Lt, X.transpose(-1, -2), /*upper=*/true).transpose(-1, -2);
-      g1 = eye - sym(T1);
+      const at::Tensor U = at::linalg_solve_triangular(Lt, V, /*upper=*/true);
+      g1 = eye - sym(at::matmul(U * lm.sqrt().unsqueeze(-2), U.transpose(-1, -2)));
     }
   } else {
     at::Tensor l1, V1, lm, Vm;
     std::tie(l1, V1) = at::linalg_eigh(S1);
     l1 = l1.clamp_min(0);
     const at::Tensor a_half = eig_fn(V1, l1.sqrt());
-    std::tie(lm, Vm) = at::linalg_eigh(sym(at::matmul(a_half, at::matmul(S2, a_half))));
+    const at::Tensor M = sym(at::matmul(a_half, at::matmul(S2, a_half)));
+    if (cov1_grad || cov2_grad)
+      std::tie(lm, Vm) = at::linalg_eigh(M);
+    else
+      lm = at::linalg_eigvalsh(M);
     lm = lm.clamp_min(0);
     w2 = base - 2.0 * lm.sqrt().sum(-1);
     if (cov2_grad) g2 = eye - sym(at::matmul(a_half, at::matmul(eig_fn(Vm, pinv_rsqrt(lm)), a_half)));

@@ -58,6 +58,11 @@ for shape in [(24, 64, 224, 224, 2), (4, 128, 32, 32, 9), (8, 64, 56, 56, 2)]:
     print(f"== {shape}", flush=True)
     for name, fn in pieces.items():
         print(f"  {name:34s} {ms(fn):8.3f} ms", flush=True)
+    # the matrix part's classes run over torch's intra-op threads: torchrun's default is one
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    print(f"  {'kernel fwd+bwd, 1 host thread':34s} {ms(kernel_step):8.3f} ms", flush=True)
+    torch.set_num_threads(threads)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(5):
             kernel_step()

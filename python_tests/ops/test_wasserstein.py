@@ -279,6 +279,11 @@ def test_gaussian_w2_gradcheck_and_singular_inputs(gen):
     assert torch.isfinite(w).all() and torch.isfinite(R1.grad).all() and torch.isfinite(R2.grad).all()
     want = [oracle_w2(*(t[i].detach().numpy() for t in (m1, R1, m2, R2))) for i in range(3)]
     assert rel(w.detach(), want) < 1e-6
+    # without gradients the matrix part takes eigenvalues only (both the Cholesky and the eigh path)
+    with torch.no_grad():
+        assert rel(dale_ext.gaussian_w2(m1, R1, m2, R2), want) < 1e-6
+        S_want = [oracle_w2(*(t[i].detach().numpy() for t in (m1, S1, m2, S2))) for i in range(3)]
+        assert rel(dale_ext.gaussian_w2(m1, S1, m2, S2), S_want) < 1e-8
 
 
 def test_gaussian_w2_empty_batch():
@@ -707,6 +712,10 @@ def _cuda_case(gen, case):
     if case == "many_classes_wide":       # C x D^2 partial sums beyond the 256 MiB cap per launch
         x, lab, w = make_case(gen, 2, 256, 24, 24, 19, torch.float32)
         return x, lab, w, 19, None
+    if case == "many_classes_sums_cap":  # C x (D + 1) partial sums beyond the cap: fewer blocks in the sums pass
+        x, _, w = make_case(gen, 2, 128, 160, 160, 3, torch.float32)
+        lab = torch.randint(-1, 1000, (2, 160, 160), generator=gen)
+        return x, lab, w, 1000, None
     if case == "many_classes":           # more than 32 classes: the chunks are sorted without warp votes
         x, lab, w = make_case(gen, 2, 12, 40, 44, 40, torch.float32)
         return x, lab, w, 40, None
@@ -723,7 +732,7 @@ def _cuda_case(gen, case):
 
 @pytest.mark.needs_cuda
 @pytest.mark.parametrize("case", ["channels_last", "strided", "uint8_labels_outside_with_nan", "many_classes_wide",
-                                  "many_classes", "many_pixels", "sparse_classes"])
+                                  "many_classes_sums_cap", "many_classes", "many_pixels", "sparse_classes"])
 def test_cuda_matches_cpu_layouts_and_edge_cases(gen, case):
     """Forward and backward (random upstream gradients for every output) agree between devices,
     and two CUDA runs agree bit for bit (the kernels reduce in a fixed order)."""
