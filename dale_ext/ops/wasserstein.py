@@ -23,7 +23,9 @@ Design notes (why, for successors):
 * On CUDA, ``wasserstein_loss`` runs the matrix part on the host by default (cuSOLVER's eigh takes
   one small matrix at a time; measured slower on an H200, see ``matrix_device``), and reads the
   statistics' checks (weights, finiteness) in the same single copy to the host, so a forward waits
-  for the device once.
+  for the device once and the backward not at all. With the matrix part on the host (CPU features
+  too) the loss is one autograd node, ``_LossWithHostMatrix``: a step was bound by the host
+  thread's launches on an H200 machine (~128 a step before, 19 now; docs/design.md).
 """
 from __future__ import annotations
 
