@@ -484,6 +484,8 @@ class _LossWithHostMatrix(torch.autograd.Function):
                 grads += [-gm, torch.where(valid[:, None, None], a[:, None, None] * g_in, 0.0)]
             if need_t:
                 grads += [gm, torch.where(valid[:, None, None], a[:, None, None] * g_t, 0.0)]
+            if reduction == "none":  # the backward zeroes the skipped classes' incoming gradients
+                grads.insert(0, valid.to(torch.float64))
             ctx.shapes = [g.shape for g in grads]
             ctx.grads = torch.cat([g.reshape(-1) for g in grads])
             ctx.dev = dev
@@ -497,8 +499,10 @@ class _LossWithHostMatrix(torch.autograd.Function):
             return tuple(out)
         flat = _to_device(ctx.grads, ctx.dev)
         grads = [part.view(shape) for part, shape in zip(flat.split([s.numel() for s in ctx.shapes]), ctx.shapes)]
-        if ctx.reduction == "none":  # one incoming gradient per class
-            grads = [g * grad.reshape((-1,) + (1,) * (g.dim() - 1)).to(g.dtype) for g in grads]
+        if ctx.reduction == "none":  # one incoming gradient per class; a skipped class's is dropped
+            valid, *grads = grads     # (as in the composed loss), so a NaN there cannot reach its pixels
+            grad = torch.where(valid > 0, grad.to(valid.dtype), 0.0)
+            grads = [g * grad.reshape((-1,) + (1,) * (g.dim() - 1)) for g in grads]
         else:
             grads = [g * grad.to(g.dtype) for g in grads]
         slots = ([1, 2] if ctx.need_in else []) + ([4, 5] if ctx.need_t else [])
