@@ -79,19 +79,6 @@ Geometry check_inputs(const at::Tensor& features, const at::Tensor& labels,
   return g;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> finish_statistics(const at::Tensor& counts,
-                                                                   const at::Tensor& sums_or_means,
-                                                                   const at::Tensor& m2, bool have_means) {
-  const at::Tensor pos = counts > 0;
-  const at::Tensor safe = at::where(pos, counts, at::ones_like(counts));
-  at::Tensor means = have_means ? sums_or_means : sums_or_means / safe.unsqueeze(1);
-  means = at::where(pos.unsqueeze(1), means, at::zeros_like(means));
-  const at::Tensor upper = at::triu(m2);
-  at::Tensor covs = (upper + at::triu(m2, 1).transpose(1, 2)) / safe.view({-1, 1, 1});
-  covs = at::where(pos.view({-1, 1, 1}), covs, at::zeros_like(covs));
-  return {counts, means, covs};
-}
-
 BackwardCoefficients backward_coefficients(const at::Tensor& counts, const at::Tensor& means,
                                            const at::Tensor& covs, const at::Tensor& grad_means,
                                            const at::Tensor& grad_covs) {

@@ -32,12 +32,6 @@ Geometry check_inputs(const at::Tensor& features, const at::Tensor& labels,
                       const std::optional<at::Tensor>& weights, int64_t num_classes,
                       int64_t ignore_index, const char* op);
 
-// (counts (C,), means (C, D), covs (C, D, D)) from the float64 accumulators
-// counts, sums and centred second moments; zero for classes with zero count.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> finish_statistics(const at::Tensor& counts,
-                                                                   const at::Tensor& sums_or_means,
-                                                                   const at::Tensor& m2, bool have_means);
-
 // Per-class coefficients of the one-pass feature gradient (float64, on the statistics' device):
 // dL/dx = w * (scale_c * (Gs_c x) + bias_c), Gs_c = sym(grad_cov_c), scale_c = 2 / n_c,
 // bias_c = (grad_mean_c - 2 Gs_c mu_c) / n_c, and for the weight gradient

@@ -350,7 +350,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cpu(const at::Ten
     double* acc = acc_t.data_ptr<double>();
     k.pass_moments(slots, mt, acc);
     // covariances: the slots' upper triangles summed in slot order, divided by the count,
-    // mirrored; one pass (finish_statistics does the same with tensor ops, for CUDA)
+    // mirrored; one pass (on CUDA: sums_reduce_kernel and finish_covs_kernel)
     double* out = covs.data_ptr<double>();
     const int64_t DD = g.D * g.D;
     for (int64_t c = 0; c < g.C; ++c) {

@@ -275,8 +275,9 @@ __global__ void __launch_bounds__(kThreads)
 // Sums of the blocks' slices in block order, in float64, and from them counts and means: thread
 // per (class c, entry d <= D). Each thread also sums its class's weights (entry D, the same order
 // as the thread that writes the count, so the same value). means_t: the means in the moments
-// pass's type. The zero-count and finiteness rules are finish_statistics' (csrc/wasserstein.cpp):
-// zero for a class with no weight; the status flag is raised for a non-finite final mean.
+// pass's type. The zero-count and finiteness rules are the CPU kernel's
+// (csrc/cpu/wasserstein_kernel.cpp): zero for a class with no weight; the status flag is raised
+// for a non-finite final mean.
 template <typename T>
 __global__ void sums_reduce_kernel(const T* __restrict__ partial, int64_t blocks, Geometry g,
                                    double* __restrict__ counts, double* __restrict__ means,
