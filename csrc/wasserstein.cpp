@@ -6,11 +6,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <exception>
 #include <limits>
-#include <vector>
-
-#include <ATen/Parallel.h>
 
 namespace dale_ext {
 namespace stats {
@@ -115,50 +111,9 @@ at::Tensor pinv_rsqrt(const at::Tensor& vals) {
 
 }  // namespace
 
-// W^2 = |m1 - m2|^2 + tr(S1 + S2 - 2 (S1^{1/2} S2 S1^{1/2})^{1/2}) in float64, with the gradient
-// matrices dW2/dS2 = I - S1^{1/2} M^{-1/2} S1^{1/2} and dW2/dS1 = I - S1^{-1/2} M^{1/2} S1^{-1/2}.
-// When S1 = L L^T is well conditioned, M is replaced by L^T S2 L (same eigenvalues) and every
-// A^{1/2} X A^{1/2} by L X L^T: one Cholesky instead of one eigh. Otherwise eigh on both, with
-// pseudo-inverses on null spaces.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_batched(const at::Tensor& mean1, const at::Tensor& cov1,
-                                                                    const at::Tensor& mean2, const at::Tensor& cov2,
-                                                                    bool cov1_grad, bool cov2_grad);
-
-// CPU batches: one matrix per task (LAPACK's batched calls loop serially over the batch).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2(const at::Tensor& mean1, const at::Tensor& cov1,
-                                                            const at::Tensor& mean2, const at::Tensor& cov2,
-                                                            bool cov1_grad, bool cov2_grad) {
-  const bool split = cov1.device().is_cpu() && cov1.dim() >= 3 && cov1.numel() > 0 && at::get_num_threads() > 1 &&
-                     cov2.sizes() == cov1.sizes() && mean1.sizes() == mean2.sizes() &&
-                     mean1.dim() == cov1.dim() - 1 && cov1.size(-1) >= 32;
-  if (!split) return gaussian_w2_batched(mean1, cov1, mean2, cov2, cov1_grad, cov2_grad);
-  const auto D = cov1.size(-1);
-  const at::Tensor m1 = mean1.reshape({-1, D}), m2 = mean2.reshape({-1, D});
-  const at::Tensor c1 = cov1.reshape({-1, D, D}), c2 = cov2.reshape({-1, D, D});
-  const int64_t n = c1.size(0);
-  std::vector<at::Tensor> w2(n), g1(n), g2(n);
-  std::vector<std::exception_ptr> errors(n);
-  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      try {
-        std::tie(w2[i], g1[i], g2[i]) = gaussian_w2_batched(m1[i], c1[i], m2[i], c2[i], cov1_grad, cov2_grad);
-      } catch (...) {
-        errors[i] = std::current_exception();
-      }
-    }
-  });
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
-  const auto batch = cov1.sizes().slice(0, cov1.dim() - 2);
-  auto gather = [&](std::vector<at::Tensor>& parts, bool wanted) {
-    return wanted ? at::stack(parts).view(cov1.sizes()) : parts[0];
-  };
-  return {at::stack(w2).view(batch), gather(g1, cov1_grad), gather(g2, cov2_grad)};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_batched(const at::Tensor& mean1, const at::Tensor& cov1,
-                                                                    const at::Tensor& mean2, const at::Tensor& cov2,
-                                                                    bool cov1_grad, bool cov2_grad) {
+namespace {
+void check_w2_shapes(const at::Tensor& mean1, const at::Tensor& cov1, const at::Tensor& mean2,
+                     const at::Tensor& cov2) {
   const char* op = "gaussian_w2";
   TORCH_CHECK_VALUE(cov1.dim() >= 2 && cov1.size(-1) == cov1.size(-2), op,
                     ": `cov1` must be (..., D, D); got ", cov1.sizes());
@@ -168,6 +123,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_batched(const at::Ten
   TORCH_CHECK_VALUE(mean1.dim() == cov1.dim() - 1 && mean1.size(-1) == D && mean2.sizes() == mean1.sizes(), op,
                     ": `mean1`/`mean2` must be (..., D) matching the covariances ", cov1.sizes(), "; got ",
                     mean1.sizes(), " and ", mean2.sizes());
+}
+}  // namespace
+
+// CPU: one class at a time, classes in parallel (cpu/gaussian_w2_kernel.cpp); CUDA (the
+// matrix_device="cuda" path): the batched ATen formulation below, on cuSOLVER.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2(const at::Tensor& mean1, const at::Tensor& cov1,
+                                                            const at::Tensor& mean2, const at::Tensor& cov2,
+                                                            bool cov1_grad, bool cov2_grad) {
+  check_w2_shapes(mean1, cov1, mean2, cov2);
+  if (cov1.device().is_cpu() && cov1.numel() > 0) return gaussian_w2_cpu(mean1, cov1, mean2, cov2, cov1_grad, cov2_grad);
+  return gaussian_w2_batched(mean1, cov1, mean2, cov2, cov1_grad, cov2_grad);
+}
+
+// W^2 = |m1 - m2|^2 + tr(S1 + S2 - 2 (S1^{1/2} S2 S1^{1/2})^{1/2}) in float64, with the gradient
+// matrices dW2/dS2 = I - S1^{1/2} M^{-1/2} S1^{1/2} and dW2/dS1 = I - S1^{-1/2} M^{1/2} S1^{-1/2}.
+// When S1 = L L^T is well conditioned, M is replaced by L^T S2 L (same eigenvalues) and every
+// A^{1/2} X A^{1/2} by L X L^T: one Cholesky instead of one eigh. Otherwise eigh on both, with
+// pseudo-inverses on null spaces.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_batched(const at::Tensor& mean1, const at::Tensor& cov1,
+                                                                    const at::Tensor& mean2, const at::Tensor& cov2,
+                                                                    bool cov1_grad, bool cov2_grad) {
+  const auto D = cov1.size(-1);
   const auto out_dtype = cov1.scalar_type();
   const at::Tensor m1 = mean1.to(at::kDouble), m2 = mean2.to(at::kDouble);
   const at::Tensor S1 = sym(cov1.to(at::kDouble)), S2 = sym(cov2.to(at::kDouble));

@@ -48,4 +48,17 @@ BackwardCoefficients backward_coefficients(const at::Tensor& counts, const at::T
                                            const at::Tensor& grad_covs);
 
 }  // namespace stats
+
+namespace w2 {
+// _gaussian_w2's two implementations, both in float64 and returning (W^2, dW2/dcov1, dW2/dcov2)
+// in cov1's dtype (an empty gradient where not wanted); shapes are checked by the op.
+// The batched ATen formulation (any device; the CUDA path):
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_batched(const at::Tensor& mean1, const at::Tensor& cov1,
+                                                                    const at::Tensor& mean2, const at::Tensor& cov2,
+                                                                    bool cov1_grad, bool cov2_grad);
+// The CPU one: a class per task (cpu/gaussian_w2_kernel.cpp).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_cpu(const at::Tensor& mean1, const at::Tensor& cov1,
+                                                                const at::Tensor& mean2, const at::Tensor& cov2,
+                                                                bool cov1_grad, bool cov2_grad);
+}  // namespace w2
 }  // namespace dale_ext

@@ -286,6 +286,55 @@ def test_gaussian_w2_gradcheck_and_singular_inputs(gen):
         assert rel(dale_ext.gaussian_w2(m1, S1, m2, S2), S_want) < 1e-8
 
 
+def test_gaussian_w2_batch_mixes_cholesky_and_eigh_classes(gen):
+    """The CPU op decides per class between the Cholesky route and the two-eigh route (S1 rank-
+    deficient) and runs the classes in parallel: each class of a mixed batch equals the oracle and
+    its own single-class result, and the result does not depend on the thread count."""
+    D = 12
+    m1, m2 = torch.randn(4, D, generator=gen, dtype=torch.float64), torch.randn(4, D, generator=gen, dtype=torch.float64)
+    S1 = random_spd(gen, 4, D) + 0.05 * torch.eye(D, dtype=torch.float64)
+    # rank-deficient S1 = A A^T: Cholesky fails or is refused, the eigh route runs
+    factors = {1: torch.randn(D, 5, generator=gen, dtype=torch.float64),
+               2: torch.randn(D, D - 1, generator=gen, dtype=torch.float64)}
+    for i, A in factors.items():
+        S1[i] = A @ A.T
+    S2 = random_spd(gen, 4, D) + 0.05 * torch.eye(D, dtype=torch.float64)
+
+    def run(*args):
+        a, b = args[1].clone().requires_grad_(), args[3].clone().requires_grad_()
+        w = dale_ext.gaussian_w2(args[0], a, args[2], b)
+        ga, gb = torch.autograd.grad(w.sum(), (a, b))
+        return w.detach(), ga, gb
+
+    threads = torch.get_num_threads()
+    try:
+        batched = run(m1, S1, m2, S2)
+        torch.set_num_threads(1)
+        serial = run(m1, S1, m2, S2)
+    finally:
+        torch.set_num_threads(threads)
+    for x, y in zip(batched, serial):
+        assert torch.equal(x, y)
+    want = [oracle_w2(m1[i].numpy(), S1[i].numpy(), m2[i].numpy(), S2[i].numpy()) for i in range(4)]
+    assert rel(batched[0], want) < 1e-8
+    for i in range(4):
+        single = run(m1[i:i + 1], S1[i:i + 1], m2[i:i + 1], S2[i:i + 1])
+        for x, y in zip(batched, single):
+            torch.testing.assert_close(x[i:i + 1], y, rtol=1e-12, atol=1e-12)
+    # the full-rank classes' covariance gradients against float64 autograd through eigh
+    for i in (0, 3):
+        a, b = S1[i].clone().requires_grad_(), S2[i].clone().requires_grad_()
+        ga, gb = torch.autograd.grad(reference.gaussian_w2(m1[i], a, m2[i], b), (a, b))
+        torch.testing.assert_close(batched[1][i], ga, rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(batched[2][i], gb, rtol=1e-7, atol=1e-9)
+    # the rank-deficient classes: the nonzero eigenvalues of S1^{1/2} S2 S1^{1/2} are those of the
+    # full-rank A^T S2 A, so dW2/dS2 = I - A (A^T S2 A)^{-1/2} A^T exactly (numpy, float64)
+    for i, A in factors.items():
+        lam, V = np.linalg.eigh((A.T @ S2[i] @ A).numpy())
+        want_g2 = np.eye(D) - A.numpy() @ (V / np.sqrt(lam)) @ V.T @ A.numpy().T
+        np.testing.assert_allclose(batched[2][i].numpy(), want_g2, rtol=1e-7, atol=1e-8)
+
+
 def test_gaussian_w2_empty_batch():
     m = torch.zeros(0, 5, dtype=torch.float64, requires_grad=True)
     c = torch.zeros(0, 5, 5, dtype=torch.float64, requires_grad=True)

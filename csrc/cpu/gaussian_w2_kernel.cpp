@@ -1,0 +1,141 @@
+// _gaussian_w2 on the CPU: one class at a time, the classes in parallel (LAPACK's batched calls
+// loop serially over the batch). The per-class work is a Cholesky, two products for
+// M = L^T S2 L, one eigh, and two products for each wanted gradient; everything else is plain
+// loops over one D x D matrix, and the Cholesky-or-eigh decision is taken per class. Against the
+// batched ATen formulation (wasserstein.cpp, still the CUDA path) this saved ~20% on two threads
+// (benchmarks/results/2026-11-27-cpu-gaussian-w2-lean-ab.txt): its elementwise ops on strided
+// D x D views and their dispatch were what remained besides LAPACK and the products.
+#include "../wasserstein.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace dale_ext {
+namespace w2 {
+namespace {
+
+// dst = 0.5 (src + src^T), both D x D row-major
+void symmetrise_into(double* dst, const double* src, int64_t D) {
+  for (int64_t i = 0; i < D; ++i) {
+    dst[i * D + i] = src[i * D + i];
+    for (int64_t j = i + 1; j < D; ++j) dst[i * D + j] = dst[j * D + i] = 0.5 * (src[i * D + j] + src[j * D + i]);
+  }
+}
+
+// out = I - sym(X X^T) after scaling column j of X (in place) by s[j]
+void identity_minus_gram(at::Tensor& X, const double* s, double* out, int64_t D) {
+  double* x = X.data_ptr<double>();
+  for (int64_t i = 0; i < D; ++i)
+    for (int64_t j = 0; j < D; ++j) x[i * D + j] *= s[j];
+  const at::Tensor G = at::mm(X, X.t()).contiguous();
+  symmetrise_into(out, G.data_ptr<double>(), D);
+  for (int64_t k = 0; k < D * D; ++k) out[k] = -out[k];
+  for (int64_t i = 0; i < D; ++i) out[i * D + i] += 1.0;
+}
+
+// One class by the Cholesky route (see gaussian_w2_batched). Returns false, writing nothing,
+// when S1 is not numerically positive definite (condition number above ~1e12): the caller then
+// takes the two-eigh route.
+bool w2_one_cholesky(const double* m1, const double* c1, const double* m2, const double* c2, int64_t D,
+                     bool cov1_grad, bool cov2_grad, double* w2, double* g1, double* g2) {
+  const auto opts = at::TensorOptions().dtype(at::kDouble);
+  at::Tensor S1 = at::empty({D, D}, opts), S2 = at::empty({D, D}, opts);
+  symmetrise_into(S1.data_ptr<double>(), c1, D);
+  symmetrise_into(S2.data_ptr<double>(), c2, D);
+
+  auto [L, info] = at::linalg_cholesky_ex(S1);
+  L = L.contiguous();
+  if (info.item<int>() != 0) return false;
+  const double* l = L.data_ptr<double>();
+  double dmin = l[0], dmax = l[0];
+  for (int64_t i = 1; i < D; ++i) {
+    dmin = std::min(dmin, l[i * D + i]);
+    dmax = std::max(dmax, l[i * D + i]);
+  }
+  if (!(dmin / dmax > 1e-6)) return false;  // NaN fails too
+
+  double base = 0.0;
+  for (int64_t i = 0; i < D; ++i) {
+    const double d = m1[i] - m2[i];
+    base += d * d + S1.data_ptr<double>()[i * D + i] + S2.data_ptr<double>()[i * D + i];
+  }
+  const at::Tensor T = at::mm(S2, L);
+  const at::Tensor LtT = at::mm(L.t(), T).contiguous();
+  at::Tensor M = at::empty({D, D}, opts);
+  symmetrise_into(M.data_ptr<double>(), LtT.data_ptr<double>(), D);
+
+  at::Tensor lm, V;
+  if (cov1_grad || cov2_grad)
+    std::tie(lm, V) = at::linalg_eigh(M);
+  else
+    lm = at::linalg_eigvalsh(M);
+  lm = lm.clamp_min(0).contiguous();
+  const double* lam = lm.data_ptr<double>();
+  double root_sum = 0.0, lmax = 0.0;
+  for (int64_t i = 0; i < D; ++i) {
+    root_sum += std::sqrt(lam[i]);
+    lmax = std::max(lmax, lam[i]);
+  }
+  *w2 = std::max(base - 2.0 * root_sum, 0.0);  // rounding can leave -1e-16 for identical Gaussians
+
+  std::vector<double> s(D);
+  // dW2/dS2 = I - L M^{-1/2} L^T = I - W diag(f) W^T with W = L V and f the pseudo-inverse
+  // square root (0 on the numerical null space of M)
+  if (cov2_grad) {
+    const double tol = lmax * D * std::numeric_limits<double>::epsilon();
+    for (int64_t i = 0; i < D; ++i) s[i] = lam[i] > tol ? std::pow(lam[i], -0.25) : 0.0;
+    at::Tensor W = at::mm(L, V).contiguous();
+    identity_minus_gram(W, s.data(), g2, D);
+  }
+  // dW2/dS1 = I - L^{-T} M^{1/2} L^{-1} = I - U diag(sqrt(lm)) U^T with U = L^{-T} V
+  if (cov1_grad) {
+    for (int64_t i = 0; i < D; ++i) s[i] = std::pow(lam[i], 0.25);
+    at::Tensor U = at::linalg_solve_triangular(L.t(), V, /*upper=*/true).contiguous();
+    identity_minus_gram(U, s.data(), g1, D);
+  }
+  return true;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_cpu(const at::Tensor& mean1, const at::Tensor& cov1,
+                                                                const at::Tensor& mean2, const at::Tensor& cov2,
+                                                                bool cov1_grad, bool cov2_grad) {
+  const auto D = cov1.size(-1);
+  const auto out_dtype = cov1.scalar_type();
+  const at::Tensor m1 = mean1.to(at::kDouble).contiguous().view({-1, D}),
+                   m2 = mean2.to(at::kDouble).contiguous().view({-1, D});
+  const at::Tensor c1 = cov1.to(at::kDouble).contiguous().view({-1, D, D}),
+                   c2 = cov2.to(at::kDouble).contiguous().view({-1, D, D});
+  const int64_t n = c1.size(0);
+  const auto opts = c1.options();
+  at::Tensor w2 = at::empty({n}, opts);
+  at::Tensor g1 = at::empty({cov1_grad ? n : 0, D, D}, opts), g2 = at::empty({cov2_grad ? n : 0, D, D}, opts);
+  double* w2p = w2.data_ptr<double>();
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      double* g1i = cov1_grad ? g1.data_ptr<double>() + i * D * D : nullptr;
+      double* g2i = cov2_grad ? g2.data_ptr<double>() + i * D * D : nullptr;
+      if (w2_one_cholesky(m1.data_ptr<double>() + i * D, c1.data_ptr<double>() + i * D * D,
+                          m2.data_ptr<double>() + i * D, c2.data_ptr<double>() + i * D * D, D, cov1_grad,
+                          cov2_grad, w2p + i, g1i, g2i))
+        continue;
+      // ill-conditioned S1: eigh on both matrices, pseudo-inverses on the null spaces
+      auto [w, a, b] = gaussian_w2_batched(m1[i], c1[i], m2[i], c2[i], cov1_grad, cov2_grad);
+      w2p[i] = w.item<double>();
+      if (cov1_grad) g1[i].copy_(a);
+      if (cov2_grad) g2[i].copy_(b);
+    }
+  });
+  const auto batch = cov1.sizes().slice(0, cov1.dim() - 2);
+  const at::Tensor none = at::empty({0}, cov1.options().dtype(out_dtype));
+  return {w2.view(batch).to(out_dtype), cov1_grad ? g1.view(cov1.sizes()).to(out_dtype) : none,
+          cov2_grad ? g2.view(cov1.sizes()).to(out_dtype) : none};
+}
+
+}  // namespace w2
+}  // namespace dale_ext
