@@ -694,6 +694,30 @@ def test_loss_matrix_part_on_the_host(gen, device):
         assert rel(l1, l0) < 1e-12 and rel(g1, g0) < 1e-10
 
 
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_loss_none_reduction_drops_a_skipped_class_gradient(gen, device):
+    """reduction="none": a skipped class's incoming gradient (here NaN) reaches no pixel, on the
+    host-matrix node of either device, and the other classes' gradients equal the composed
+    loss's (matrix part on the device: no host node)."""
+    x, lx, w = make_case(gen, 2, 5, 9, 11, 3, torch.float64)
+    t, lt, _ = make_case(gen, 2, 5, 9, 11, 3, torch.float64)
+    lx[lx == 2] = 0
+    lx[0, 0, 0] = 2                       # class 2: one input pixel, below min_count
+    x, lx, w, t, lt = (v.to(device) for v in (x, lx, w, t, lt))
+    up = torch.tensor([1.0, -0.5, float("nan")], dtype=torch.float64, device=device)
+    grads = []
+    for md in (None, device):
+        xi, ti = x.detach().clone().requires_grad_(), t.detach().clone().requires_grad_()
+        loss = dale_ext.wasserstein_loss(xi, lx, ti, lt, 3, input_weights=w, perturbation=0.1, reduction="none",
+                                         matrix_device=md)
+        assert loss[2] == 0
+        grads.append(torch.autograd.grad(loss, (xi, ti), up))
+    for g in grads[0]:
+        assert torch.isfinite(g).all()
+    for a, b in zip(*grads):
+        assert rel(a, b) < 1e-10
+
+
 def _loss_bad_input_cases(gen, device):
     x, lx, w = make_case(gen, 2, 5, 9, 11, 3, torch.float64)
     t, lt, wt = make_case(gen, 2, 5, 9, 11, 3, torch.float64)
