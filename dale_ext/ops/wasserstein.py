@@ -19,7 +19,7 @@ Design notes (why, for successors):
   dL/dx = w (2/n Gs (x - mu) + g_mu / n), shared by ``class_gaussians`` and the loss.
 * The matrix part (``_gaussian_w2``) uses one Cholesky + one eigh when Sigma_1 is well conditioned
   (M = L^T Sigma_2 L has the eigenvalues of Sigma_1^{1/2} Sigma_2 Sigma_1^{1/2}), and eigh twice
-  with pseudo-inverse square roots otherwise.
+  with pseudo-inverse square roots otherwise; on the CPU one class per task, the choice per class.
 * On CUDA, ``wasserstein_loss`` runs the matrix part on the host by default (cuSOLVER's eigh takes
   one small matrix at a time; measured slower on an H200, see ``matrix_device``), and reads the
   statistics' checks (weights, finiteness) in the same single copy to the host, so a forward waits
