@@ -119,10 +119,15 @@ void check_w2_shapes(const at::Tensor& mean1, const at::Tensor& cov1, const at::
                     ": `cov1` must be (..., D, D); got ", cov1.sizes());
   TORCH_CHECK_VALUE(cov2.sizes() == cov1.sizes(), op, ": `cov2` must have the shape of `cov1` ", cov1.sizes(),
                     "; got ", cov2.sizes());
-  const auto D = cov1.size(-1);
-  TORCH_CHECK_VALUE(mean1.dim() == cov1.dim() - 1 && mean1.size(-1) == D && mean2.sizes() == mean1.sizes(), op,
-                    ": `mean1`/`mean2` must be (..., D) matching the covariances ", cov1.sizes(), "; got ",
-                    mean1.sizes(), " and ", mean2.sizes());
+  // the means' leading dims are the covariances' (as dale_ext.gaussian_w2 checks): the CPU
+  // kernel indexes them per class
+  const auto want = cov1.sizes().slice(0, cov1.dim() - 1);
+  TORCH_CHECK_VALUE(mean1.sizes() == want && mean2.sizes() == want, op, ": `mean1`/`mean2` must have shape ",
+                    want, " (the covariances' ", cov1.sizes(), " without the last dim); got ", mean1.sizes(),
+                    " and ", mean2.sizes());
+  for (const auto* t : {&mean1, &mean2, &cov2})
+    TORCH_CHECK_VALUE(t->device() == cov1.device(), op, ": all inputs must be on the device of `cov1` (",
+                      cov1.device(), "); got ", t->device());
 }
 }  // namespace
 

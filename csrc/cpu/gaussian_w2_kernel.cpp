@@ -5,7 +5,7 @@
 // batched ATen formulation (wasserstein.cpp, still the CUDA path) this saved ~20% on two threads
 // (benchmarks/results/2026-11-27-cpu-gaussian-w2-lean-ab.txt): its elementwise ops on strided
 // D x D views and their dispatch were what remained besides LAPACK and the products.
-#include "../wasserstein.h"
+#include "wasserstein.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 namespace dale_ext {
 namespace w2 {
@@ -124,11 +125,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_cpu(const at::Tensor&
                           m2.data_ptr<double>() + i * D, c2.data_ptr<double>() + i * D * D, D, cov1_grad,
                           cov2_grad, w2p + i, g1i, g2i))
         continue;
-      // ill-conditioned S1: eigh on both matrices, pseudo-inverses on the null spaces
+      // ill-conditioned S1: eigh on both matrices, pseudo-inverses on the null spaces. Results
+      // are written through pointers: a worker thread is not in the caller's inference mode,
+      // and an in-place copy into an inference tensor would raise there.
       auto [w, a, b] = gaussian_w2_batched(m1[i], c1[i], m2[i], c2[i], cov1_grad, cov2_grad);
       w2p[i] = w.item<double>();
-      if (cov1_grad) g1[i].copy_(a);
-      if (cov2_grad) g2[i].copy_(b);
+      if (cov1_grad) std::copy_n(a.contiguous().data_ptr<double>(), D * D, g1i);
+      if (cov2_grad) std::copy_n(b.contiguous().data_ptr<double>(), D * D, g2i);
     }
   });
   const auto batch = cov1.sizes().slice(0, cov1.dim() - 2);

@@ -288,8 +288,10 @@ def test_gaussian_w2_gradcheck_and_singular_inputs(gen):
 
 def test_gaussian_w2_batch_mixes_cholesky_and_eigh_classes(gen):
     """The CPU op decides per class between the Cholesky route and the two-eigh route (S1 rank-
-    deficient) and runs the classes in parallel: each class of a mixed batch equals the oracle and
-    its own single-class result, and the result does not depend on the thread count."""
+    deficient) and runs the classes in parallel: each class of a mixed batch equals the oracle and,
+    bit for bit, its own single-class result (a batch-wide choice would move the well-conditioned
+    classes to the eigh route and change their last bits), and the result does not depend on the
+    thread count."""
     D = 12
     m1, m2 = torch.randn(4, D, generator=gen, dtype=torch.float64), torch.randn(4, D, generator=gen, dtype=torch.float64)
     S1 = random_spd(gen, 4, D) + 0.05 * torch.eye(D, dtype=torch.float64)
@@ -308,6 +310,7 @@ def test_gaussian_w2_batch_mixes_cholesky_and_eigh_classes(gen):
 
     threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(2)   # classes on two threads even on a one-core machine
         batched = run(m1, S1, m2, S2)
         torch.set_num_threads(1)
         serial = run(m1, S1, m2, S2)
@@ -320,7 +323,7 @@ def test_gaussian_w2_batch_mixes_cholesky_and_eigh_classes(gen):
     for i in range(4):
         single = run(m1[i:i + 1], S1[i:i + 1], m2[i:i + 1], S2[i:i + 1])
         for x, y in zip(batched, single):
-            torch.testing.assert_close(x[i:i + 1], y, rtol=1e-12, atol=1e-12)
+            assert torch.equal(x[i:i + 1], y)
     # the full-rank classes' covariance gradients against float64 autograd through eigh
     for i in (0, 3):
         a, b = S1[i].clone().requires_grad_(), S2[i].clone().requires_grad_()
@@ -333,6 +336,51 @@ def test_gaussian_w2_batch_mixes_cholesky_and_eigh_classes(gen):
         lam, V = np.linalg.eigh((A.T @ S2[i] @ A).numpy())
         want_g2 = np.eye(D) - A.numpy() @ (V / np.sqrt(lam)) @ V.T @ A.numpy().T
         np.testing.assert_allclose(batched[2][i].numpy(), want_g2, rtol=1e-7, atol=1e-8)
+
+
+def test_gaussian_w2_op_checks_mean_shapes():
+    """The op itself (not only the Python wrapper) requires the means' leading dims to be the
+    covariances': the CPU kernel indexes them per class (a (1, 1, D) mean against 20000
+    covariances read past its end before)."""
+    D = 8
+    cov = torch.eye(D, dtype=torch.float64).expand(20000, 1, D, D)
+    op = torch.ops.dale_ext._gaussian_w2.default
+    for mean in (torch.zeros(1, 1, D, dtype=torch.float64), torch.zeros(20000, 2, D, dtype=torch.float64),
+                 torch.zeros(20000, D, dtype=torch.float64)):
+        with pytest.raises(ValueError, match="`mean1`/`mean2` must have shape"):
+            op(mean, cov, mean, cov, False, True)
+
+
+@pytest.mark.needs_cuda
+def test_gaussian_w2_op_checks_devices():
+    """A mean on another device than the covariances is an error of the op, not a read of device
+    memory by the CPU kernel."""
+    D = 4
+    cov = torch.eye(D, dtype=torch.float64).expand(3, D, D)
+    mean = torch.zeros(3, D, dtype=torch.float64)
+    op = torch.ops.dale_ext._gaussian_w2.default
+    with pytest.raises(ValueError, match="must be on the device of `cov1`"):
+        op(mean.cuda(), cov, mean, cov, False, True)
+
+
+def test_gaussian_w2_under_inference_mode(gen):
+    """Classes run on worker threads, which are not in the caller's inference mode: the two-eigh
+    route's results must not be written by an in-place op there (it raised before)."""
+    D = 10
+    m1, m2 = torch.randn(4, D, generator=gen, dtype=torch.float64), torch.randn(4, D, generator=gen, dtype=torch.float64)
+    S1 = random_spd(gen, 4, D, rank=4)
+    S2 = random_spd(gen, 4, D) + 0.1 * torch.eye(D, dtype=torch.float64)
+    op = torch.ops.dale_ext._gaussian_w2.default
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        want = op(m1, S1, m2, S2, True, True)
+        with torch.inference_mode():
+            got = op(m1, S1, m2, S2, True, True)
+    finally:
+        torch.set_num_threads(threads)
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
 
 
 def test_gaussian_w2_empty_batch():
