@@ -62,6 +62,12 @@ for shape in [(24, 64, 224, 224, 2), (4, 128, 32, 32, 9), (8, 64, 56, 56, 2)]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     print(f"  {'kernel fwd+bwd, 1 host thread':34s} {ms(kernel_step):8.3f} ms", flush=True)
+    # the host matrix op alone, by thread count, twice (be0b1f8 read 2.78 ms once at the first
+    # shape where d939466 read 0.57 ms: noise or not?)
+    host_w2 = pieces["gaussian_w2 on the host, with copies"]
+    for n in (1, 2, threads, threads):
+        torch.set_num_threads(n)
+        print(f"  {'host gaussian_w2, %d threads' % n:34s} {ms(host_w2):8.3f} ms", flush=True)
     torch.set_num_threads(threads)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(5):
