@@ -294,6 +294,10 @@ def test_no_grad_and_requires_grad_inputs(gen):
     with torch.no_grad():
         out2 = dale_ext.fuzzy_split(image, label, patch_size=8)
     torch.testing.assert_close(out.fuzzy_image, out2.fuzzy_image)
+    with torch.inference_mode():  # worker threads are outside inference mode; nothing may need it
+        out3 = dale_ext.fuzzy_split(image, label, patch_size=8)
+    for a, b in zip(out, out3):
+        assert torch.equal(a, b)
 
 
 # ---------------------------------------------------------------- devices

@@ -684,6 +684,31 @@ def test_opcheck(gen, device):
     torch.library.opcheck(torch.ops.dale_ext._gaussian_w2.default, (m, S1, m.flip(0), S2, True, True))
 
 
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_loss_and_statistics_under_inference_mode(gen, device):
+    """Evaluation code often runs under torch.inference_mode(): the ops' worker threads are not in
+    that mode, and nothing they do may need it. Same values as without it, on two threads."""
+    x, lx, wx = make_case(gen, 2, 24, 9, 11, 3, torch.float32)
+    t, lt, _ = make_case(gen, 2, 24, 9, 11, 3, torch.float32)
+    x, lx, wx, t, lt = (v.to(device) for v in (x, lx, wx, t, lt))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for reduction in ("sum", "none"):
+            want = dale_ext.wasserstein_loss(x, lx, t, lt, 3, input_weights=wx, perturbation=0.1, reduction=reduction)
+            with torch.inference_mode():
+                got = dale_ext.wasserstein_loss(x, lx, t, lt, 3, input_weights=wx, perturbation=0.1,
+                                                reduction=reduction)
+            assert torch.equal(got, want)
+        want = dale_ext.class_gaussians(x, lx, 3, weights=wx)
+        with torch.inference_mode():
+            got = dale_ext.class_gaussians(x, lx, 3, weights=wx)
+        for g, w in zip(got, want):
+            assert torch.equal(g, w)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_torch_compile_fullgraph(gen):
     x, lx, wx = make_case(gen, 2, 5, 8, 8, 2, torch.float32)
     t, lt, _ = make_case(gen, 2, 5, 8, 8, 2, torch.float32)
