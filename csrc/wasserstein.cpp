@@ -1,6 +1,7 @@
 // Wasserstein alignment ops: schemas, the checks and small float64 matrix steps shared by the CPU
-// and CUDA kernels, and _gaussian_w2, the batched matrix functions (any device: LAPACK on the
-// CPU, cuSOLVER on CUDA, all in float64).
+// and CUDA kernels, and _gaussian_w2, the matrix functions in float64: its checks, and the batched
+// ATen formulation that runs on CUDA (cuSOLVER) and for an ill-conditioned class on the CPU (the
+// CPU's per-class loop is cpu/gaussian_w2_kernel.cpp).
 #include "wasserstein.h"
 
 #include <ATen/ATen.h>
