@@ -187,6 +187,12 @@ def _raise_for_status(flags, op):
             raise ValueError(f"{op}: {message}")
 
 
+def _raise_for_loss_status(flags):
+    """The loss's (4,) flags: the input side's two, then the target side's."""
+    _raise_for_status(flags[:2], "wasserstein_loss (input)")
+    _raise_for_status(flags[2:], "wasserstein_loss (target)")
+
+
 def _class_gaussians64(features, labels, num_classes, weights, ignore_index, deferred=False):
     """float64 statistics from the compiled op (or the reference where no kernel exists).
     ``deferred``: return ``(statistics, status)`` without reading the status (on a GPU that read
@@ -464,8 +470,7 @@ class _LossWithHostMatrix(torch.autograd.Function):
         else:
             n_in, mu_in, cov_in, n_t, mu_t, cov_t, status = _to_host(parts)
         flags = status.tolist()
-        _raise_for_status(flags[:2], "wasserstein_loss (input)")
-        _raise_for_status(flags[2:], "wasserstein_loss (target)")
+        _raise_for_loss_status(flags)
         need = ctx.needs_input_grad
         need_in, need_t = need[1] or need[2], need[4] or need[5]
         cov_tr, cov_inr = _regularised(cov_t, cov_in, perturbation, eps)
@@ -582,8 +587,7 @@ def wasserstein_loss(input, input_labels, target, target_labels, num_classes, *,
     moved = _moved((st.means, cov_t, si.means, cov_in) + ((status.to(torch.float64),) if deferred else ()), md)
     if deferred:
         flags = moved.pop().tolist()  # on the host now, or one sync where the matrix part stays on the GPU
-        _raise_for_status(flags[:2], "wasserstein_loss (input)")
-        _raise_for_status(flags[2:], "wasserstein_loss (target)")
+        _raise_for_loss_status(flags)
     w2 = _gaussian_w2(*moved).to(cov_t.device)
     valid = (si.counts >= min_count) & (st.counts >= min_count)
     return _reduce(w2, valid, reduction).to(out_dtype)
