@@ -25,8 +25,20 @@ PixelLoss = Callable[[torch.Tensor, object], torch.Tensor]
 
 
 def logits_of(output) -> torch.Tensor:
-    """A model's logits: the output itself, or the first element of ``(logits, features)``."""
-    return output[0] if isinstance(output, (tuple, list)) else output
+    """A model's logits (B, K, H, W): the output itself, the first element of
+    ``(logits, features)``, or ``output["out"]`` of a dict (torchvision's segmentation models)."""
+    if isinstance(output, (tuple, list)) and output:
+        output = output[0]
+    elif isinstance(output, dict):
+        if "out" not in output:
+            raise TypeError(f"the model returned a dict with keys {sorted(output)}; expected its logits under "
+                            "'out' (as torchvision's segmentation models), a tensor, or (logits, features)")
+        output = output["out"]
+    if not (torch.is_tensor(output) and output.dim() == 4):
+        what = f"a tensor of shape {tuple(output.shape)}" if torch.is_tensor(output) else type(output).__name__
+        raise TypeError(f"the model must return logits (B, K, H, W) (or (logits, features), or a dict with "
+                        f"'out'); got {what}")
+    return output
 
 
 class _Functional:
@@ -35,9 +47,20 @@ class _Functional:
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
-        self.frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
-        self.buffers = dict(model.named_buffers())
+
+    # read from the model on every use: parameters frozen or unfrozen later (a fine-tuning
+    # schedule) and buffers replaced by ``model.to(...)`` must be seen
+    @property
+    def names(self) -> list[str]:
+        return [n for n, p in self.model.named_parameters() if p.requires_grad]
+
+    @property
+    def frozen(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in self.model.named_parameters() if not p.requires_grad}
+
+    @property
+    def buffers(self) -> dict[str, torch.Tensor]:
+        return dict(self.model.named_buffers())
 
     def params(self) -> dict[str, torch.Tensor]:
         named = dict(self.model.named_parameters())

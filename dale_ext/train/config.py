@@ -31,7 +31,7 @@ class TrainConfig:
     omega_lr: float = 0.1
     omega_optimizer: str = "adam"    # "adam" or "sgd"
     inner_lr: float | None = None    # virtual SGD step; None = lr
-    confidence_method: str = "jvp"   # or "double_backward"
+    confidence_method: str = "jvp"   # or "double_backward" (a check: another fuzzy forward; one process)
     # calibration (Eqs. 12-15)
     use_alignment: bool = True
     alpha: float = 0.05

@@ -8,9 +8,15 @@ import torch
 from dale_ext.train.confidence import logits_of
 
 
+def model_input(images: torch.Tensor) -> torch.Tensor:
+    """What the trainers and ``predict`` feed the model: uint8 images scaled to [0, 1] (as
+    fuzzy_split reads them), other dtypes as they are."""
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images
+
+
 def predict(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Hard label map (B, H, W): sigmoid > 0.5 for one logit channel, argmax otherwise."""
-    logits = logits_of(model(images))
+    logits = logits_of(model(model_input(images)))
     if logits.shape[1] == 1:
         return (logits[:, 0] > 0).long()
     return logits.argmax(1)

@@ -14,12 +14,36 @@ import torch.nn.functional as F
 
 
 def soft_targets(labels: torch.Tensor, mask: torch.Tensor | None, num_classes: int) -> torch.Tensor:
-    """Eq. 7's ``M * Y``: (B, H, W) for binary (num_classes == 2), else (B, C, H, W)."""
+    """Eq. 7's ``M * Y``: (B, H, W) for binary (num_classes == 2, one logit channel), else
+    (B, C, H, W). For a head with two logit channels use ``head_targets(labels, mask, 2)``."""
+    return head_targets(labels, mask, 1 if num_classes == 2 else num_classes)
+
+
+def head_targets(labels: torch.Tensor, mask: torch.Tensor | None, channels: int) -> torch.Tensor:
+    """Eq. 7's ``M * Y`` for a head with ``channels`` logit channels: (B, H, W) for one (binary,
+    BCE-with-logits), else the masked one-hot (B, channels, H, W) (softmax cross-entropy; two
+    channels for a binary task are the usual smp / MONAI head). ``labels`` must lie in
+    [0, 2) for one channel and in [0, channels) otherwise (see ``check_labels``)."""
     m = 1.0 if mask is None else mask.reshape(labels.shape).float()
-    if num_classes == 2:
+    if channels == 1:
         return labels.float() * m
-    onehot = F.one_hot(labels.long().clamp(min=0), num_classes).permute(0, 3, 1, 2).float()
+    onehot = F.one_hot(labels.long(), channels).permute(0, 3, 1, 2).float()
     return onehot * (m.unsqueeze(1) if torch.is_tensor(m) else m)
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, what: str = "labels") -> None:
+    """A clear error for a label map the losses would misread: not an integer (or bool) tensor,
+    or values outside [0, num_classes) (e.g. a 0/255 mask, or 255 / -1 as an ignore value, which
+    the trainers do not support). Reads two values back from the device."""
+    if labels.dtype.is_floating_point or labels.dtype.is_complex:
+        raise TypeError(f"{what} must be an integer or bool class map; got {labels.dtype}")
+    if labels.numel() == 0:
+        return
+    lo, hi = (int(v) for v in torch.stack([labels.min(), labels.max()]).long().tolist())
+    if lo < 0 or hi >= num_classes:
+        hint = " (a 0/255 mask? divide it by 255)" if hi == 255 and num_classes == 2 else ""
+        raise ValueError(f"{what} must hold class indices in [0, {num_classes}) (TrainConfig.num_classes = "
+                         f"{num_classes}); found values in [{lo}, {hi}]{hint}")
 
 
 class PixelLoss:
@@ -33,6 +57,12 @@ class PixelLoss:
         self.kind, self.q = kind, gce_q
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # without this check a (B, H, W) target against (B, 2, H, W) logits broadcasts silently
+        # when B is 1 or 2
+        want = (logits.shape[0],) + tuple(logits.shape[2:]) if logits.shape[1] == 1 else tuple(logits.shape)
+        if tuple(target.shape) != want:
+            raise ValueError(f"PixelLoss: `target` must have shape {want} for logits of shape "
+                             f"{tuple(logits.shape)} (see head_targets); got {tuple(target.shape)}")
         if logits.shape[1] == 1:
             z, t = logits[:, 0], target.to(logits.dtype)
             if self.kind == "ce":

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -31,11 +32,11 @@ import torch
 
 from dale_ext.train import distributed as dist_utils
 from dale_ext.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from dale_ext.train.confidence import _Functional, _jvp_step
+from dale_ext.train.confidence import _double_backward, _Functional, _jvp_step, logits_of
 from dale_ext.train.config import TrainConfig
-from dale_ext.train.evaluate import evaluate
+from dale_ext.train.evaluate import evaluate, model_input
 from dale_ext.train.features import FeatureCapture
-from dale_ext.train.losses import PixelLoss, soft_dice_loss, soft_targets
+from dale_ext.train.losses import PixelLoss, check_labels, head_targets, soft_dice_loss
 
 
 class Split(NamedTuple):
@@ -51,7 +52,7 @@ class Split(NamedTuple):
 @dataclass
 class Confidence:
     omega: torch.Tensor           # omega* (B, H, W)
-    clean: torch.Tensor           # bool (B, H, W): omega moved up (-dL_val/domega > 0)
+    clean: torch.Tensor           # bool (B, H, W): omega moved up (at K = 1: -dL_val/domega > 0)
     gradient: torch.Tensor        # dL_val/domega at omega = 1
 
 
@@ -66,6 +67,8 @@ class Trainer:
         self.optimizer = optimizer or torch.optim.Adam(self.model.parameters(), lr=config.lr,
                                                        weight_decay=config.weight_decay)
         self.pixel_loss = PixelLoss(config.loss, config.gce_q)
+        # fp16 autocast needs loss scaling (small fp16 gradients underflow); bf16 does not
+        self.scaler = torch.amp.GradScaler(self.device.type) if config.amp == "fp16" else None
         self.generator = torch.Generator().manual_seed(config.seed)
         self.run = self.model
         # Data parallelism (under torchrun): DDP averages the updates' gradients; each rank sees
@@ -94,7 +97,7 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def targets(self, labels: torch.Tensor, mask: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
-        return soft_targets(labels, mask, 2 if logits.shape[1] == 1 else logits.shape[1])
+        return head_targets(labels, mask, logits.shape[1])
 
     def seg_loss(self, logits, target, weight=None) -> torch.Tensor:
         pixel = self.pixel_loss(logits.float(), target)
@@ -105,21 +108,29 @@ class Trainer:
 
     def update(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.scaler is None:
+            loss.backward()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)  # clip (and step) on the true gradients
         if self.config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)  # skipped when a gradient is inf/NaN
+            self.scaler.update()
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.run(x)
-        return out[0] if isinstance(out, (tuple, list)) else out
+        return logits_of(self.run(x))
 
     # ------------------------------------------------------------------ one iteration
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         self.model.train()
         images, labels = images.to(self.device), labels.to(self.device)
+        check_labels(labels, self.config.num_classes)
         with self.autocast():
-            logits = self.logits(images)
+            logits = self.logits(model_input(images))
         loss = self.seg_loss(logits, self.targets(labels, None, logits))
         self.update(loss)
         return {"loss": loss.item()}
@@ -211,6 +222,8 @@ class Trainer:
         gen = getattr(self, "_augment_generator", None)
         if gen is not None:  # a random augmentation's stream continues where it stopped
             state["augment_generator"] = gen.get_state()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -223,6 +236,8 @@ class Trainer:
         gen = getattr(self, "_augment_generator", None)
         if gen is not None and "augment_generator" in state:
             gen.set_state(state["augment_generator"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
 
     def save(self, path: str) -> None:
         """Write a checkpoint (rank 0 only under torchrun; the others wait for it)."""
@@ -231,7 +246,9 @@ class Trainer:
         dist_utils.barrier()
 
     def load(self, path: str) -> None:
-        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        # onto the CPU: the RNG states must stay CPU ByteTensors (set_state rejects CUDA ones);
+        # load_state_dict copies the model's and the optimiser's tensors to their devices
+        self.load_state_dict(load_checkpoint(path, map_location="cpu"))
 
     def close(self) -> None:
         """Release what the trainer attached to the model (nothing for standard training)."""
@@ -242,31 +259,67 @@ class DaleTrainer(Trainer):
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, **kwargs):
         super().__init__(model, config, **kwargs)
+        if self.distributed and config.confidence_method != "jvp":
+            raise ValueError("TrainConfig: confidence_method 'double_backward' (a check of the JVP) runs in one "
+                             "process only; use 'jvp' under torchrun")
         self.capture = FeatureCapture(self.model, config.feature_module)
         self.functional = _Functional(self.model)
+        self.head_channels: int | None = None  # the model's logit channels, from its first output
+        self._warned_range = False
 
     def close(self) -> None:
         self.capture.close()
+
+    def logit_channels(self, images: torch.Tensor) -> int:
+        """The model's logit channels (1: binary with BCE; C: softmax over C classes), from one
+        image through the model in eval mode without gradients, once (the split's targets are
+        needed before the step's first forward). Checked against ``num_classes``."""
+        if self.head_channels is None:
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                with torch.no_grad(), self.autocast():
+                    self.capture.features = None
+                    out = self.model(model_input(images[:1]))
+            finally:
+                self.model.train(was_training)
+                self.capture.features = None
+            k = int(logits_of(out).shape[1])
+            n = self.config.num_classes
+            if not (k == n or (k == 1 and n == 2)):
+                raise ValueError(f"DaleTrainer: the model returns {k} logit channels, but TrainConfig.num_classes is "
+                                 f"{n}: expected {n} channels (or 1 for a binary task)")
+            self.head_channels = k
+        return self.head_channels
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         with self.autocast():
             self.capture.features = None
             out = self.run(x)
         if isinstance(out, (tuple, list)):
-            return out[0], out[1]
-        return out, self.capture.features
+            return logits_of(out[0]), out[1]
+        return logits_of(out), self.capture.features
 
     # ------------------------------------------------------------------ Eqs. 3-7
     def split(self, images: torch.Tensor, labels: torch.Tensor, channels: int) -> Split:
+        """Eqs. 3-7 for a model with ``channels`` logit channels (1: binary targets (B, H, W),
+        else one-hot (B, channels, H, W))."""
         from dale_ext import fuzzy_split
 
         c = self.config
+        if images.is_floating_point() and not self._warned_range:
+            lo, hi = torch.aminmax(images.detach())
+            if lo < -1e-3 or hi > 1 + 1e-3:
+                self._warned_range = True
+                warnings.warn(f"DaleTrainer: image values span [{float(lo):.3g}, {float(hi):.3g}]; fuzzy_split bins "
+                              "grey levels in [0, 1] and clips the rest into the end bins, so the fuzzy split of "
+                              "z-scored or HU-valued images is not meaningful: rescale them to [0, 1] (e.g. "
+                              "per-image min-max, or a CT window) before training", stacklevel=3)
         fs = fuzzy_split(images, labels, patch_size=c.patch_size, tau=c.tau, bins=c.bins)
         fm, nm = fs.fuzzy_mask, fs.nonfuzzy_mask
         if not (c.use_entropy and c.use_edges):  # ablation (Tab. 4): one criterion only
             fm, nm = _masks_from(fs.entropy if c.use_entropy else fs.edge_ratio, c.tau, c.patch_size, images.shape)
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images
-        ncls = 2 if channels == 1 else channels
+        x = model_input(images)
         soft = c.label_mode == "soft"   # Eq. 7: Y^f = M^f Y; "weighted": hard Y, masks weight the losses
         if not c.mask_images:
             xf, xn = x, x
@@ -275,8 +328,8 @@ class DaleTrainer(Trainer):
         else:
             xf, xn = (fm * x).to(x.dtype), (nm * x).to(x.dtype)
         return Split(labels, fm[:, 0], nm[:, 0], xf, xn,
-                     soft_targets(labels, fm[:, 0] if soft else None, ncls),
-                     soft_targets(labels, nm[:, 0] if soft else None, ncls))
+                     head_targets(labels, fm[:, 0] if soft else None, channels),
+                     head_targets(labels, nm[:, 0] if soft else None, channels))
 
     # ------------------------------------------------------------------ Eq. 1
     def nonfuzzy_step(self, s: Split) -> tuple[float, torch.Tensor | None]:
@@ -296,11 +349,15 @@ class DaleTrainer(Trainer):
         params = dict(self.model.named_parameters())
         trainable = [params[n] for n in f.names]
         theta = f.params()
-        omega = torch.ones_like(fuzzy_losses, requires_grad=True)
-        # Adam's eps is ~0 here: dL_val/domega is tiny (it carries inner_lr / n), and with the usual
-        # 1e-8 the first step's size would depend on batch and image size instead of being ~lr.
-        opt = (torch.optim.Adam([omega], lr=c.omega_lr, eps=1e-30) if c.omega_optimizer == "adam"
-               else torch.optim.SGD([omega], lr=c.omega_lr))
+        # omega = 1 + delta, delta optimised in float64 from 0: dL_val/domega is tiny (it carries
+        # inner_lr / n, ~1e-20 for saturated logits), so in float32 Adam's squared gradient would
+        # underflow to 0 and its step blow up to ~1e7, and an SGD step of lr * g would be lost
+        # against 1 (omega > 1 then misses most clean pixels); delta keeps the step's sign exactly.
+        delta = torch.zeros_like(fuzzy_losses, dtype=torch.float64, requires_grad=True)
+        # Adam's eps is ~0 here: with the usual 1e-8 the first step's size would depend on batch
+        # and image size instead of being ~lr.
+        opt = (torch.optim.Adam([delta], lr=c.omega_lr, eps=1e-30) if c.omega_optimizer == "adam"
+               else torch.optim.SGD([delta], lr=c.omega_lr))
         inner_lr = c.inner_lr or c.lr
         first = None
         # with data parallelism the virtual step and L_val are those of the global batch: both
@@ -310,21 +367,26 @@ class DaleTrainer(Trainer):
         self.capture.enabled = False
         try:
             for _ in range(c.omega_steps):
-                inner = list(torch.autograd.grad((omega.detach() * fuzzy_losses).mean(), trainable, retain_graph=True))
-                if reduce is not None:
-                    reduce(inner)
-                g = _jvp_step(f, theta, dict(zip(f.names, inner)), self.pixel_loss, s.x_fuzzy, s.y_fuzzy,
-                              s.x_nonfuzzy, s.y_nonfuzzy, inner_lr, n, reduce=reduce)
+                omega = (1 + delta.detach()).to(fuzzy_losses.dtype)
+                if c.confidence_method == "double_backward":  # the check of the JVP (one process)
+                    g = _double_backward(f, theta, self.pixel_loss, s.x_fuzzy, s.y_fuzzy, s.x_nonfuzzy,
+                                         s.y_nonfuzzy, inner_lr, omega)
+                else:
+                    inner = list(torch.autograd.grad((omega * fuzzy_losses).mean(), trainable, retain_graph=True))
+                    if reduce is not None:
+                        reduce(inner)
+                    g = _jvp_step(f, theta, dict(zip(f.names, inner)), self.pixel_loss, s.x_fuzzy, s.y_fuzzy,
+                                  s.x_nonfuzzy, s.y_nonfuzzy, inner_lr, n, reduce=reduce)
                 first = g if first is None else first
                 opt.zero_grad(set_to_none=True)
-                omega.grad = g.to(omega.dtype)
+                delta.grad = g.to(delta.dtype)
                 opt.step()
                 with torch.no_grad():
-                    omega.clamp_(min=0)
+                    delta.clamp_(min=-1)  # omega >= 0
         finally:
             self.capture.enabled = True
-        omega = omega.detach()
-        return Confidence(omega, omega > 1, first)
+        delta = delta.detach()
+        return Confidence((1 + delta).to(fuzzy_losses.dtype), delta > 0, first)
 
     # ------------------------------------------------------------------ Eqs. 12-15
     def fuzzy_step(self, s: Split, logits: torch.Tensor, features: torch.Tensor | None, fuzzy_losses: torch.Tensor,
@@ -360,8 +422,8 @@ class DaleTrainer(Trainer):
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         self.model.train()
         images, labels = images.to(self.device), labels.to(self.device)
-        channels = _output_channels(self.model, self.config)
-        s = self.split(images, labels, channels)
+        check_labels(labels, self.config.num_classes)
+        s = self.split(images, labels, self.logit_channels(images))
         loss_n, features_n = self.nonfuzzy_step(s)
         logits_f, features_f = self.forward(s.x_fuzzy)
         fuzzy_losses = self.pixel_loss(logits_f.float(), s.y_fuzzy)
@@ -377,13 +439,6 @@ class DaleTrainer(Trainer):
 def build_trainer(model: torch.nn.Module, config: TrainConfig, **kwargs) -> Trainer:
     """The trainer for ``config.method``."""
     return (DaleTrainer if config.method == "dale" else Trainer)(model, config, **kwargs)
-
-
-def _output_channels(model: torch.nn.Module, config: TrainConfig) -> int:
-    n = getattr(model, "num_classes", None)
-    if isinstance(n, int):
-        return n
-    return 1 if config.num_classes == 2 else config.num_classes
 
 
 def _masks_from(patch_values: torch.Tensor, tau: float, patch: int, shape) -> tuple[torch.Tensor, torch.Tensor]:
