@@ -25,7 +25,7 @@ PixelLoss = Callable[[torch.Tensor, object], torch.Tensor]
 
 
 def logits_of(output) -> torch.Tensor:
-    """A model's logits (B, K, H, W): the output itself, the first element of
+    """A model's logits (B, K, *spatial): the output itself, the first element of
     ``(logits, features)``, or ``output["out"]`` of a dict (torchvision's segmentation models)."""
     if isinstance(output, (tuple, list)) and output:
         output = output[0]
@@ -34,9 +34,9 @@ def logits_of(output) -> torch.Tensor:
             raise TypeError(f"the model returned a dict with keys {sorted(output)}; expected its logits under "
                             "'out' (as torchvision's segmentation models), a tensor, or (logits, features)")
         output = output["out"]
-    if not (torch.is_tensor(output) and output.dim() == 4):
+    if not (torch.is_tensor(output) and output.dim() >= 3):
         what = f"a tensor of shape {tuple(output.shape)}" if torch.is_tensor(output) else type(output).__name__
-        raise TypeError(f"the model must return logits (B, K, H, W) (or (logits, features), or a dict with "
+        raise TypeError(f"the model must return logits (B, K, *spatial) (or (logits, features), or a dict with "
                         f"'out'); got {what}")
     return output
 

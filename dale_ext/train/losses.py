@@ -31,19 +31,34 @@ def head_targets(labels: torch.Tensor, mask: torch.Tensor | None, channels: int)
     return onehot * (m.unsqueeze(1) if torch.is_tensor(m) else m)
 
 
-def check_labels(labels: torch.Tensor, num_classes: int, what: str = "labels") -> None:
-    """A clear error for a label map the losses would misread: not an integer (or bool) tensor,
-    or values outside [0, num_classes) (e.g. a 0/255 mask, or 255 / -1 as an ignore value, which
-    the trainers do not support). Reads two values back from the device."""
-    if labels.dtype.is_floating_point or labels.dtype.is_complex:
-        raise TypeError(f"{what} must be an integer or bool class map; got {labels.dtype}")
+def check_labels(labels: torch.Tensor, num_classes: int, what: str = "labels") -> torch.Tensor:
+    """``labels`` as an integer class map, with a clear error where the losses would misread it:
+    values outside [0, num_classes) (e.g. a 0/255 mask, or 255 / -1 as an ignore value, which the
+    trainers do not support), or a float map with fractional values (a float map of whole
+    numbers, e.g. a {0., 1.} mask from ``ToTensor``, is converted to int64). Reads a few values
+    back from the device."""
+    if labels.dtype.is_complex:
+        raise TypeError(f"{what} must be an integer, bool or whole-number float class map; got {labels.dtype}")
+    if labels.is_floating_point():
+        if not bool(torch.all(labels == labels.round())):
+            raise TypeError(f"{what} must be an integer class map; got {labels.dtype} values that are not whole "
+                            "numbers (soft labels are not supported)")
+        labels = labels.long()
     if labels.numel() == 0:
-        return
+        return labels
     lo, hi = (int(v) for v in torch.stack([labels.min(), labels.max()]).long().tolist())
     if lo < 0 or hi >= num_classes:
         hint = " (a 0/255 mask? divide it by 255)" if hi == 255 and num_classes == 2 else ""
         raise ValueError(f"{what} must hold class indices in [0, {num_classes}) (TrainConfig.num_classes = "
                          f"{num_classes}); found values in [{lo}, {hi}]{hint}")
+    return labels
+
+
+def check_head(channels: int, num_classes: int) -> None:
+    """The model's logit channels must be ``num_classes`` (softmax), or 1 for a binary task."""
+    if not (channels == num_classes or (channels == 1 and num_classes == 2)):
+        raise ValueError(f"the model returns {channels} logit channels, but TrainConfig.num_classes is "
+                         f"{num_classes}: expected {num_classes} channels (or 1 for a binary task)")
 
 
 class PixelLoss:

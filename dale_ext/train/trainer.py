@@ -36,7 +36,7 @@ from dale_ext.train.confidence import _double_backward, _Functional, _jvp_step, 
 from dale_ext.train.config import TrainConfig
 from dale_ext.train.evaluate import evaluate, model_input
 from dale_ext.train.features import FeatureCapture
-from dale_ext.train.losses import PixelLoss, check_labels, head_targets, soft_dice_loss
+from dale_ext.train.losses import PixelLoss, check_head, check_labels, head_targets, soft_dice_loss
 
 
 class Split(NamedTuple):
@@ -128,9 +128,10 @@ class Trainer:
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         self.model.train()
         images, labels = images.to(self.device), labels.to(self.device)
-        check_labels(labels, self.config.num_classes)
+        labels = check_labels(labels, self.config.num_classes)
         with self.autocast():
             logits = self.logits(model_input(images))
+        check_head(logits.shape[1], self.config.num_classes)
         loss = self.seg_loss(logits, self.targets(labels, None, logits))
         self.update(loss)
         return {"loss": loss.item()}
@@ -285,10 +286,7 @@ class DaleTrainer(Trainer):
                 self.model.train(was_training)
                 self.capture.features = None
             k = int(logits_of(out).shape[1])
-            n = self.config.num_classes
-            if not (k == n or (k == 1 and n == 2)):
-                raise ValueError(f"DaleTrainer: the model returns {k} logit channels, but TrainConfig.num_classes is "
-                                 f"{n}: expected {n} channels (or 1 for a binary task)")
+            check_head(k, self.config.num_classes)
             self.head_channels = k
         return self.head_channels
 
@@ -350,7 +348,7 @@ class DaleTrainer(Trainer):
         trainable = [params[n] for n in f.names]
         theta = f.params()
         # omega = 1 + delta, delta optimised in float64 from 0: dL_val/domega is tiny (it carries
-        # inner_lr / n, ~1e-20 for saturated logits), so in float32 Adam's squared gradient would
+        # inner_lr / n; ~1e-23 seen for saturated logits), so in float32 Adam's squared gradient would
         # underflow to 0 and its step blow up to ~1e7, and an SGD step of lr * g would be lost
         # against 1 (omega > 1 then misses most clean pixels); delta keeps the step's sign exactly.
         delta = torch.zeros_like(fuzzy_losses, dtype=torch.float64, requires_grad=True)
@@ -422,7 +420,7 @@ class DaleTrainer(Trainer):
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         self.model.train()
         images, labels = images.to(self.device), labels.to(self.device)
-        check_labels(labels, self.config.num_classes)
+        labels = check_labels(labels, self.config.num_classes)
         s = self.split(images, labels, self.logit_channels(images))
         loss_n, features_n = self.nonfuzzy_step(s)
         logits_f, features_f = self.forward(s.x_fuzzy)

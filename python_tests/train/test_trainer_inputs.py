@@ -127,16 +127,37 @@ def test_uint8_images_train_and_evaluate_as_their_float_scaling(xy):
 @pytest.mark.parametrize("bad, err, match", [
     (lambda y: y * 255, ValueError, r"\[0, 255\].*0/255 mask"),
     (lambda y: y - 1, ValueError, r"\[-1, 0\]"),
-    (lambda y: y.float(), TypeError, "integer or bool"),
+    (lambda y: y.float() * 0.5, TypeError, "not whole numbers"),
 ])
 @pytest.mark.parametrize("method", ["standard", "dale"])
 def test_bad_label_maps_are_named(xy, bad, err, match, method):
     x, y = xy
     t = (Trainer if method == "standard" else DaleTrainer)(unet(), config(method=method), device="cpu")
-    with pytest.raises(err, match="labels " if err is TypeError else match):
+    with pytest.raises(err, match=match):
         t.train_step(x, bad(y))
     with pytest.raises(err, match=match):
         check_labels(bad(y), 2)
+
+
+@pytest.mark.parametrize("method", ["standard", "dale"])
+def test_whole_number_float_and_bool_label_maps_train_as_integers(xy, method):
+    x, y = xy
+    cls = Trainer if method == "standard" else DaleTrainer
+    ref = cls(unet(), config(method=method), device="cpu").train_step(x, y)
+    assert cls(unet(), config(method=method), device="cpu").train_step(x, y.float()) == ref
+    assert cls(unet(), config(method=method), device="cpu").train_step(x, y.bool()) == ref
+
+
+def test_standard_trainer_rejects_a_head_that_does_not_match_num_classes(xy):
+    with pytest.raises(ValueError, match="1 logit channels.*num_classes is 3"):
+        Trainer(unet(1), config(method="standard", num_classes=3), device="cpu").train_step(*xy)
+
+
+def test_volumetric_logits_pass_through_predict():
+    from dale_ext.train import predict
+    m = torch.nn.Conv3d(1, 1, 3, padding=1)
+    x = torch.rand(2, 1, 4, 8, 8)
+    assert predict(m, x).shape == (2, 4, 8, 8)
 
 
 def test_images_outside_unit_range_warn_once(xy):
@@ -183,7 +204,12 @@ def test_omega_stays_bounded_and_clean_is_the_gradient_sign_for_tiny_gradients(x
     t.close()
 
 
-def test_double_backward_confidence_matches_the_jvp(xy):
+def test_double_backward_confidence_matches_the_jvp(xy, monkeypatch):
+    import dale_ext.train.trainer as trainer_module
+
+    calls = []
+    real = trainer_module._double_backward
+    monkeypatch.setattr(trainer_module, "_double_backward", lambda *a, **k: calls.append(1) or real(*a, **k))
     x, y = xy
     omegas = {}
     for method in ("jvp", "double_backward"):
@@ -192,6 +218,7 @@ def test_double_backward_confidence_matches_the_jvp(xy):
         logits, _ = t.forward(s.x_fuzzy)
         omegas[method] = t.confidence_step(s, t.pixel_loss(logits.float(), s.y_fuzzy))
         t.close()
+        assert len(calls) == (method == "double_backward")     # the setting is honoured
     a, b = omegas["jvp"].gradient, omegas["double_backward"].gradient
     assert torch.allclose(a, b, rtol=1e-3, atol=1e-4 * a.abs().max().item())
     assert a.abs().max() > 0
@@ -217,6 +244,7 @@ def test_fp16_uses_a_grad_scaler_that_is_checkpointed(xy, tmp_path):
     before = [p.detach().clone() for p in t.model.parameters()]
     for _ in range(3):
         t.train_step(*xy)
+    assert t.scaler.state_dict()["_growth_tracker"] == 3      # three finite steps went through it
     after = list(t.model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(after, before))
     assert all(torch.isfinite(p).all() for p in after)
@@ -226,6 +254,11 @@ def test_fp16_uses_a_grad_scaler_that_is_checkpointed(xy, tmp_path):
     r.load(path)
     assert r.scaler.state_dict() == t.scaler.state_dict()
     assert Trainer(unet(), config(method="standard", amp="bf16"), device="cpu").scaler is None
+    d = DaleTrainer(unet(), config(amp="fp16"), device="cpu")  # two updates per iteration
+    out = d.train_step(*xy)
+    assert all(torch.isfinite(torch.tensor(v)) for v in out.values()), out
+    assert d.scaler.state_dict()["_growth_tracker"] == 2
+    d.close()
 
 
 def test_checkpoints_load_onto_the_cpu_first(monkeypatch, tmp_path, xy):
