@@ -13,15 +13,48 @@ both agree to rounding.
 Everything runs through ``torch.func.functional_call`` on detached parameters and *cloned*
 buffers, so the model's parameters, buffers (BatchNorm running statistics) and ``.grad`` are
 never touched, and BatchNorm in train mode behaves as in a real step (batch statistics).
+
+Dropout: the per-pixel gradients of the inner step come from one forward of the fuzzy batch,
+and the JVP runs another; the JVP's forward replays the random state the first one started
+from (``RngState``), so both see the same dropout masks (one sub-network, as Eq. 11's products
+of gradients assume). Under autocast the first forward runs in reduced precision and the JVP
+does not; whether a CUDA dropout kernel then draws the same masks is not checked.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
 from torch.func import functional_call, jvp
 
 PixelLoss = Callable[[torch.Tensor, object], torch.Tensor]
+
+
+class RngState:
+    """The random state of the CPU generator and, for a CUDA ``device``, of that device's: a
+    forward pass run under ``replay()`` draws the same dropout masks as the forward that followed
+    the capture; the surrounding random stream is left as it was."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.cuda_index = None
+        if self.device.type == "cuda":
+            self.cuda_index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(self.cuda_index) if self.cuda_index is not None else None
+
+    @contextlib.contextmanager
+    def replay(self):
+        with torch.random.fork_rng(devices=[] if self.cuda_index is None else [self.cuda_index]):
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state(self.cuda, self.cuda_index)
+            yield
+
+
+def _replaying(rng: RngState | None):
+    return rng.replay() if rng is not None else contextlib.nullcontext()
 
 
 def logits_of(output) -> torch.Tensor:
@@ -92,31 +125,36 @@ def confidence_gradient(model: torch.nn.Module, pixel_loss: PixelLoss, x_fuzzy: 
         if method == "double_backward":
             return _double_backward(f, theta, pixel_loss, x_fuzzy, y_fuzzy, x_nonfuzzy, y_nonfuzzy, inner_lr, omega)
         theta_req = {n: p.clone().requires_grad_() for n, p in theta.items()}
+        rng = RngState(x_fuzzy.device)  # the JVP's forward replays this forward's dropout masks
         losses = pixel_loss(f(theta_req, x_fuzzy), y_fuzzy)
         w = torch.ones_like(losses) if omega is None else omega.detach().to(losses.dtype)
         grads = torch.autograd.grad((w * losses).mean(), list(theta_req.values()))
         return _jvp_step(f, theta, dict(zip(theta, grads)), pixel_loss, x_fuzzy, y_fuzzy, x_nonfuzzy,
-                         y_nonfuzzy, inner_lr, losses.numel())
+                         y_nonfuzzy, inner_lr, losses.numel(), rng=rng)
 
 
 def _jvp_step(f: _Functional, theta, inner_grads, pixel_loss, x_fuzzy, y_fuzzy, x_nonfuzzy, y_nonfuzzy,
-              inner_lr: float, n: int, reduce=None) -> torch.Tensor:
+              inner_lr: float, n: int, reduce=None, rng: RngState | None = None) -> torch.Tensor:
     """Given grad_theta L_in at theta: the virtual step, grad L_val(theta') and the JVP. With data
     parallelism, ``reduce`` averages the validation gradient over ranks in place (the inner
-    gradient is passed in already averaged) and ``n`` counts the pixels of all ranks."""
+    gradient is passed in already averaged) and ``n`` counts the pixels of all ranks. ``rng``:
+    the state the fuzzy forward behind ``inner_grads`` started from (replayed for the JVP)."""
     theta_p = {k: (theta[k] - inner_lr * inner_grads[k]).requires_grad_() for k in theta}
     val = pixel_loss(f(theta_p, x_nonfuzzy), y_nonfuzzy).mean()
     grads = list(torch.autograd.grad(val, list(theta_p.values())))
     if reduce is not None:
         reduce(grads)
     v = dict(zip(theta_p, grads))
-    _, jv = jvp(lambda p: pixel_loss(f(p, x_fuzzy), y_fuzzy), (theta,), (v,))
+    with _replaying(rng):
+        _, jv = jvp(lambda p: pixel_loss(f(p, x_fuzzy), y_fuzzy), (theta,), (v,))
     return (-inner_lr / n) * jv.detach()
 
 
-def _double_backward(f: _Functional, theta, pixel_loss, x_fuzzy, y_fuzzy, x_nonfuzzy, y_nonfuzzy, inner_lr, omega):
+def _double_backward(f: _Functional, theta, pixel_loss, x_fuzzy, y_fuzzy, x_nonfuzzy, y_nonfuzzy, inner_lr, omega,
+                     rng: RngState | None = None):
     theta_req = {n: p.clone().requires_grad_() for n, p in theta.items()}
-    losses = pixel_loss(f(theta_req, x_fuzzy), y_fuzzy)
+    with _replaying(rng):
+        losses = pixel_loss(f(theta_req, x_fuzzy), y_fuzzy)
     w = (torch.ones_like(losses) if omega is None else omega.detach().to(losses.dtype).clone()).requires_grad_()
     grads = torch.autograd.grad((w * losses).mean(), list(theta_req.values()), create_graph=True)
     theta_p = {k: theta_req[k] - inner_lr * g for k, g in zip(theta_req, grads)}

@@ -32,7 +32,7 @@ import torch
 
 from dale_ext.train import distributed as dist_utils
 from dale_ext.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from dale_ext.train.confidence import _double_backward, _Functional, _jvp_step, logits_of
+from dale_ext.train.confidence import RngState, _double_backward, _Functional, _jvp_step, logits_of
 from dale_ext.train.config import TrainConfig
 from dale_ext.train.evaluate import evaluate, model_input
 from dale_ext.train.features import FeatureCapture
@@ -338,10 +338,11 @@ class DaleTrainer(Trainer):
         return loss.item(), None if features is None else features.detach()
 
     # ------------------------------------------------------------------ Eqs. 8-11
-    def confidence_step(self, s: Split, fuzzy_losses: torch.Tensor) -> Confidence:
+    def confidence_step(self, s: Split, fuzzy_losses: torch.Tensor, rng: RngState | None = None) -> Confidence:
         """K optimiser steps on omega along dL_val/domega, each exact (one JVP). ``fuzzy_losses``
         are the per-pixel losses of the shared fuzzy forward (their graph gives the virtual
-        step's gradient without another forward)."""
+        step's gradient without another forward); ``rng``, the random state that forward started
+        from, is replayed for the JVP's forward so both draw the same dropout masks."""
         c = self.config
         f = self.functional
         params = dict(self.model.named_parameters())
@@ -368,13 +369,13 @@ class DaleTrainer(Trainer):
                 omega = (1 + delta.detach()).to(fuzzy_losses.dtype)
                 if c.confidence_method == "double_backward":  # the check of the JVP (one process)
                     g = _double_backward(f, theta, self.pixel_loss, s.x_fuzzy, s.y_fuzzy, s.x_nonfuzzy,
-                                         s.y_nonfuzzy, inner_lr, omega)
+                                         s.y_nonfuzzy, inner_lr, omega, rng=rng)
                 else:
                     inner = list(torch.autograd.grad((omega * fuzzy_losses).mean(), trainable, retain_graph=True))
                     if reduce is not None:
                         reduce(inner)
                     g = _jvp_step(f, theta, dict(zip(f.names, inner)), self.pixel_loss, s.x_fuzzy, s.y_fuzzy,
-                                  s.x_nonfuzzy, s.y_nonfuzzy, inner_lr, n, reduce=reduce)
+                                  s.x_nonfuzzy, s.y_nonfuzzy, inner_lr, n, reduce=reduce, rng=rng)
                 first = g if first is None else first
                 opt.zero_grad(set_to_none=True)
                 delta.grad = g.to(delta.dtype)
@@ -423,9 +424,10 @@ class DaleTrainer(Trainer):
         labels = check_labels(labels, self.config.num_classes)
         s = self.split(images, labels, self.logit_channels(images))
         loss_n, features_n = self.nonfuzzy_step(s)
+        rng = RngState(self.device) if self.config.use_omega else None
         logits_f, features_f = self.forward(s.x_fuzzy)
         fuzzy_losses = self.pixel_loss(logits_f.float(), s.y_fuzzy)
-        conf = self.confidence_step(s, fuzzy_losses) if self.config.use_omega else None
+        conf = self.confidence_step(s, fuzzy_losses, rng) if self.config.use_omega else None
         out = self.fuzzy_step(s, logits_f, features_f, fuzzy_losses, conf, features_n)
         out.update(loss=loss_n + out["loss_fuzzy"], loss_nonfuzzy=loss_n)
         if conf is not None:

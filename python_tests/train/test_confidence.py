@@ -96,3 +96,24 @@ def test_bad_arguments(gen):
         dale_ext.confidence_gradient(model, PixelLoss(), xf, yf, xn, yn, inner_lr=0.0)
     with pytest.raises(ValueError, match="method"):
         dale_ext.confidence_gradient(model, PixelLoss(), xf, yf, xn, yn, inner_lr=0.1, method="higher")
+
+
+def test_dropout_masks_are_shared_by_the_inner_step_and_the_jvp(gen):
+    """With dropout in train mode the JVP's forward must see the masks of the forward that gave
+    the inner step's per-pixel gradients: under the same seed, the JVP form equals the textbook
+    double backward (one fuzzy forward, then the validation forward)."""
+    model = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), nn.Tanh(), nn.Dropout(0.5), nn.Conv2d(6, 1, 1)).double().train()
+    xf, yf, xn, yn = inputs(gen)
+    loss = PixelLoss()
+    w = torch.ones(3, 7, 6, dtype=torch.float64)
+    torch.manual_seed(7)
+    want = independent_meta_gradient(model, loss, xf, yf, xn, yn, 0.3, w)
+    torch.manual_seed(7)
+    g_jvp = dale_ext.confidence_gradient(model, loss, xf, yf, xn, yn, inner_lr=0.3)
+    torch.manual_seed(7)
+    g_db = dale_ext.confidence_gradient(model, loss, xf, yf, xn, yn, inner_lr=0.3, method="double_backward")
+    torch.testing.assert_close(g_jvp, want, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(g_db, want, rtol=1e-6, atol=1e-12)
+    torch.manual_seed(8)
+    other = independent_meta_gradient(model, loss, xf, yf, xn, yn, 0.3, w)
+    assert not torch.allclose(other, want)        # the masks matter at this size

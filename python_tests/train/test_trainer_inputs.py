@@ -288,3 +288,34 @@ def test_resume_on_cuda(xy, tmp_path):
     r.load(path)
     assert all(torch.equal(a, b) for a, b in zip(r.model.parameters(), t.model.parameters()))
     assert torch.isfinite(torch.tensor(list(r.train_step(*xy).values()))).all()
+
+
+class DropNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Dropout(0.5))
+        self.segmentation_head = torch.nn.Conv2d(8, 1, 1)
+
+    def forward(self, x):
+        return self.segmentation_head(self.body(x))
+
+
+def test_trainer_confidence_with_dropout_uses_the_shared_forwards_masks(xy):
+    """The trainer's JVP replays the random state of the shared fuzzy forward: its gradient then
+    equals the double backward's, which replays the same state for its own fuzzy forward."""
+    from dale_ext.train.confidence import RngState
+
+    x, y = xy
+    grads = {}
+    for method in ("jvp", "double_backward"):
+        t = DaleTrainer(DropNet(), config(confidence_method=method), device="cpu")
+        s = t.split(x, y, 1)
+        torch.manual_seed(11)
+        rng = RngState("cpu")
+        logits, _ = t.forward(s.x_fuzzy)
+        grads[method] = t.confidence_step(s, t.pixel_loss(logits.float(), s.y_fuzzy), rng).gradient
+        t.close()
+    a, b = grads["jvp"], grads["double_backward"]
+    assert a.abs().max() > 0
+    assert torch.allclose(a, b, rtol=1e-3, atol=1e-4 * a.abs().max().item())
