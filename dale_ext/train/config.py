@@ -44,7 +44,8 @@ class TrainConfig:
     dice_weight: float = 0.0
     # engineering
     amp: str | None = None           # None, "bf16" or "fp16" (autocast)
-    compile: bool | str = False      # torch.compile the model (True = inductor, or a backend name)
+    compile: bool | str = False      # torch.compile the model (True = inductor, or a backend name);
+    #                                  building such a trainer resets torch._dynamo (all compiled graphs)
     grad_clip: float | None = None
     feature_module: str | None = "segmentation_head"  # None: the model returns (logits, features)
     num_workers: int = 0

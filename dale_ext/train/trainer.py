@@ -85,6 +85,11 @@ class Trainer:
         # splits the graph at the gradient buckets)
         backend = "inductor" if config.compile is True else config.compile
         if backend:
+            # Dynamo guards neither on module hooks (skip_nnmodule_hook_guards) nor on AOTAutograd's
+            # donated buffers: a graph of this model's class compiled earlier (another trainer, a
+            # user's own torch.compile) would be reused without DALE's feature hook, or with a
+            # backward that cannot run twice. Dropping all compiled graphs costs a recompile.
+            torch._dynamo.reset()
             self.run = torch.compile(self.run, backend=backend)
         self.step = self.epoch = self.step_in_epoch = 0
         self.history: list[dict] = []
@@ -419,6 +424,11 @@ class DaleTrainer(Trainer):
         return out
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        # the compiled graph's forward and its (lazily compiled) backward both under the switch
+        with _no_donated_buffers() if self.config.compile else contextlib.nullcontext():
+            return self._train_step(images, labels)
+
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         self.model.train()
         images, labels = images.to(self.device), labels.to(self.device)
         labels = check_labels(labels, self.config.num_classes)
@@ -439,6 +449,17 @@ class DaleTrainer(Trainer):
 def build_trainer(model: torch.nn.Module, config: TrainConfig, **kwargs) -> Trainer:
     """The trainer for ``config.method``."""
     return (DaleTrainer if config.method == "dale" else Trainer)(model, config, **kwargs)
+
+
+def _no_donated_buffers():
+    """A compiled forward (TrainConfig.compile) whose graph the confidence step differentiates
+    twice (the inner gradient with retain_graph, then the update): AOTAutograd must not donate
+    the backward's saved buffers, or the second backward raises."""
+    import torch._functorch.config as functorch_config
+
+    if not hasattr(functorch_config, "donated_buffer"):
+        return contextlib.nullcontext()
+    return functorch_config.patch(donated_buffer=False)
 
 
 def _masks_from(patch_values: torch.Tensor, tau: float, patch: int, shape) -> tuple[torch.Tensor, torch.Tensor]:
