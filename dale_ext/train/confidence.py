@@ -18,7 +18,9 @@ Dropout: the per-pixel gradients of the inner step come from one forward of the 
 and the JVP runs another; the JVP's forward replays the random state the first one started
 from (``RngState``), so both see the same dropout masks (one sub-network, as Eq. 11's products
 of gradients assume). Under autocast the first forward runs in reduced precision and the JVP
-does not; whether a CUDA dropout kernel then draws the same masks is not checked.
+does not; whether a CUDA dropout kernel then draws the same masks is not checked. A compiled
+model must draw its masks from torch's generator (Inductor's ``fallback_random``, which the DALE
+trainer sets); generators of other devices (MPS) are not replayed.
 """
 from __future__ import annotations
 

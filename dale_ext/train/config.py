@@ -45,7 +45,7 @@ class TrainConfig:
     # engineering
     amp: str | None = None           # None, "bf16" or "fp16" (autocast)
     compile: bool | str = False      # torch.compile the model (True = inductor, or a backend name);
-    #                                  building such a trainer resets torch._dynamo (all compiled graphs)
+    #                                  a DALE trainer then resets torch._dynamo and guards on hooks
     grad_clip: float | None = None
     feature_module: str | None = "segmentation_head"  # None: the model returns (logits, features)
     num_workers: int = 0

@@ -85,11 +85,6 @@ class Trainer:
         # splits the graph at the gradient buckets)
         backend = "inductor" if config.compile is True else config.compile
         if backend:
-            # Dynamo guards neither on module hooks (skip_nnmodule_hook_guards) nor on AOTAutograd's
-            # donated buffers: a graph of this model's class compiled earlier (another trainer, a
-            # user's own torch.compile) would be reused without DALE's feature hook, or with a
-            # backward that cannot run twice. Dropping all compiled graphs costs a recompile.
-            torch._dynamo.reset()
             self.run = torch.compile(self.run, backend=backend)
         self.step = self.epoch = self.step_in_epoch = 0
         self.history: list[dict] = []
@@ -176,8 +171,11 @@ class Trainer:
         try:
             while self.epoch < epochs:
                 batches = self.epoch_batches(len(dataset), self.epoch)
-                loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches[self.step_in_epoch:],
-                                                     num_workers=self.config.num_workers)
+                # its own generator: a loader draws a base seed, which from the global generator
+                # would shift the stream a resumed run continues (dropout masks) by one draw
+                loader = torch.utils.data.DataLoader(
+                    dataset, batch_sampler=batches[self.step_in_epoch:], num_workers=self.config.num_workers,
+                    generator=torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.epoch + 1))
                 sums: dict[str, float] = {}
                 for images, labels in loader:
                     out = self.train_step(images, labels)
@@ -269,6 +267,13 @@ class DaleTrainer(Trainer):
             raise ValueError("TrainConfig: confidence_method 'double_backward' (a check of the JVP) runs in one "
                              "process only; use 'jvp' under torchrun")
         self.capture = FeatureCapture(self.model, config.feature_module)
+        if config.compile:
+            # By default Dynamo does not guard on module hooks: a graph of this model's class
+            # compiled without DALE's feature hook (earlier, or later by another trainer or the
+            # user) would be reused and capture nothing. Guard on hooks from now on (process-wide)
+            # and drop the graphs compiled before, which lack those guards.
+            torch._dynamo.config.skip_nnmodule_hook_guards = False
+            torch._dynamo.reset()
         self.functional = _Functional(self.model)
         self.head_channels: int | None = None  # the model's logit channels, from its first output
         self._warned_range = False
@@ -424,8 +429,8 @@ class DaleTrainer(Trainer):
         return out
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        # the compiled graph's forward and its (lazily compiled) backward both under the switch
-        with _no_donated_buffers() if self.config.compile else contextlib.nullcontext():
+        # the compiled graph's forward and its (lazily compiled) backward both under the switches
+        with _compiled_step_config() if self.config.compile else contextlib.nullcontext():
             return self._train_step(images, labels)
 
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -451,15 +456,21 @@ def build_trainer(model: torch.nn.Module, config: TrainConfig, **kwargs) -> Trai
     return (DaleTrainer if config.method == "dale" else Trainer)(model, config, **kwargs)
 
 
-def _no_donated_buffers():
-    """A compiled forward (TrainConfig.compile) whose graph the confidence step differentiates
-    twice (the inner gradient with retain_graph, then the update): AOTAutograd must not donate
-    the backward's saved buffers, or the second backward raises."""
+def _compiled_step_config():
+    """Settings for a DALE step through a compiled model (TrainConfig.compile):
+    * AOTAutograd must not donate the backward's saved buffers: the confidence step
+      differentiates the fuzzy forward's graph twice (inner gradient with retain_graph, then
+      the update), and the second backward would raise;
+    * Inductor must draw dropout masks from torch's generator (``fallback_random``), or the
+      JVP's replay of the shared forward's random state (``RngState``) would not reproduce them."""
     import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
 
-    if not hasattr(functorch_config, "donated_buffer"):
-        return contextlib.nullcontext()
-    return functorch_config.patch(donated_buffer=False)
+    stack = contextlib.ExitStack()
+    if hasattr(functorch_config, "donated_buffer"):
+        stack.enter_context(functorch_config.patch(donated_buffer=False))
+    stack.enter_context(inductor_config.patch(fallback_random=True))
+    return stack
 
 
 def _masks_from(patch_values: torch.Tensor, tau: float, patch: int, shape) -> tuple[torch.Tensor, torch.Tensor]:

@@ -184,6 +184,10 @@ def test_torch_compile_option_for_dale_on_cpu(data):
     x, y = batch(data[0])
     eager = DaleTrainer(model(), config(), device="cpu")
     compiled = DaleTrainer(model(), config(compile="aot_eager"), device="cpu")
+    # a graph of the same model class compiled after the DALE trainer was built, without its
+    # feature hook, and run first: the DALE step must not reuse it
+    standard = Trainer(model(), config(method="standard", compile="aot_eager"), device="cpu")
+    standard.train_step(x, y)
     for _ in range(3):
         a, b = eager.train_step(x, y), compiled.train_step(x, y)
         for k in a:

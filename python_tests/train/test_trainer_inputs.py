@@ -301,21 +301,94 @@ class DropNet(torch.nn.Module):
         return self.segmentation_head(self.body(x))
 
 
-def test_trainer_confidence_with_dropout_uses_the_shared_forwards_masks(xy):
-    """The trainer's JVP replays the random state of the shared fuzzy forward: its gradient then
-    equals the double backward's, which replays the same state for its own fuzzy forward."""
+def test_rng_replay_repeats_the_draws_and_leaves_the_stream_as_it_was():
     from dale_ext.train.confidence import RngState
 
+    torch.manual_seed(3)
+    rng = RngState("cpu")
+    first = torch.rand(5)
+    torch.rand(7)                                  # the stream moves on past the replayed draws
+    after = torch.get_rng_state()
+    with rng.replay():
+        again = torch.rand(5)
+    assert torch.equal(first, again)
+    assert torch.equal(torch.get_rng_state(), after)
+
+
+def test_train_step_confidence_with_dropout_is_the_meta_gradient_of_its_own_masks(xy, monkeypatch):
+    """Through the real train_step, with dropout: the confidence gradient equals an independent
+    textbook meta-gradient (one fuzzy forward, its graph for the virtual step and for d/domega)
+    computed at the parameters and random state the step's shared fuzzy forward started from.
+    A large inner_lr makes the inner step's masks matter."""
+    import dale_ext.train.trainer as trainer_module
+
     x, y = xy
-    grads = {}
-    for method in ("jvp", "double_backward"):
-        t = DaleTrainer(DropNet(), config(confidence_method=method), device="cpu")
-        s = t.split(x, y, 1)
-        torch.manual_seed(11)
-        rng = RngState("cpu")
-        logits, _ = t.forward(s.x_fuzzy)
-        grads[method] = t.confidence_step(s, t.pixel_loss(logits.float(), s.y_fuzzy), rng).gradient
+    t = DaleTrainer(DropNet(), config(inner_lr=1.0), device="cpu")
+    seen = {}
+    real_forward = t.forward
+    calls = []
+
+    def forward(inp):
+        calls.append(1)
+        if len(calls) == 2:   # the shared fuzzy forward (after the non-fuzzy step's)
+            seen["params"] = {n: p.detach().clone() for n, p in t.model.named_parameters()}
+            seen["rng"] = torch.get_rng_state()
+        return real_forward(inp)
+
+    monkeypatch.setattr(t, "forward", forward)
+    real_step = trainer_module.DaleTrainer.confidence_step
+
+    def confidence_step(self, s, losses, rng=None):
+        conf = real_step(self, s, losses, rng)
+        seen["conf"], seen["split"] = conf, s
+        return conf
+
+    monkeypatch.setattr(trainer_module.DaleTrainer, "confidence_step", confidence_step)
+    torch.manual_seed(21)
+    t.train_step(x, y)
+    s, m = seen["split"], t.model
+    torch.set_rng_state(seen["rng"])
+    names = list(seen["params"])
+    params = [seen["params"][n].requires_grad_() for n in names]
+    call = lambda ps, inp: torch.func.functional_call(m, dict(zip(names, ps)), (inp,))  # noqa: E731
+    w = torch.ones_like(s.fuzzy_mask).requires_grad_()
+    losses = t.pixel_loss(call(params, s.x_fuzzy).float(), s.y_fuzzy)
+    grads = torch.autograd.grad((w * losses).mean(), params, create_graph=True)
+    new = [p - 1.0 * g for p, g in zip(params, grads)]
+    val = t.pixel_loss(call(new, s.x_nonfuzzy), s.y_nonfuzzy).mean()
+    want = torch.autograd.grad(val, w)[0]
+    got = seen["conf"].gradient
+    assert want.abs().max() > 0
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4 * want.abs().max().item())
+    t.close()
+
+
+def test_resume_with_dropout_is_bit_identical(tmp_path):
+    """The data loader must not draw from the global generator, which dropout uses."""
+    train = SyntheticDataset("train", n=12, size=32, seed=3)
+    ck = str(tmp_path / "drop.pt")
+    torch.manual_seed(5)
+    full = DaleTrainer(DropNet(), config(epochs=2), device="cpu")
+    full.fit(train, progress=False)
+    torch.manual_seed(5)
+    killed = DaleTrainer(DropNet(), config(epochs=2), device="cpu")
+    killed.fit(train, checkpoint=ck, max_steps=4, progress=False)
+    torch.manual_seed(77)                                  # the state must come from the checkpoint
+    resumed = DaleTrainer(DropNet(), config(epochs=2), device="cpu")
+    resumed.fit(train, checkpoint=ck, resume=True, progress=False)
+    for (n, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), n
+
+
+def test_inductor_dale_step_with_dropout_matches_eager(xy):
+    """Compiled with inductor, dropout masks come from torch's generator (fallback_random), so the
+    step (and the JVP's replay of the shared forward's masks) equals the eager one."""
+    x, y = xy
+    out = {}
+    for comp in (False, True):
+        t = DaleTrainer(DropNet(), config(compile=comp, inner_lr=1.0), device="cpu")
+        torch.manual_seed(4)
+        out[comp] = t.train_step(x, y)
         t.close()
-    a, b = grads["jvp"], grads["double_backward"]
-    assert a.abs().max() > 0
-    assert torch.allclose(a, b, rtol=1e-3, atol=1e-4 * a.abs().max().item())
+    for k, v in out[False].items():
+        assert abs(out[True][k] - v) <= 1e-5 * max(1.0, abs(v)), (k, out[True][k], v)
