@@ -278,7 +278,7 @@ def test_checkpoints_load_onto_the_cpu_first(monkeypatch, tmp_path, xy):
     assert seen == ["cpu"]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.needs_cuda
 def test_resume_on_cuda(xy, tmp_path):
     t = DaleTrainer(unet(), config(), device="cuda")
     t.train_step(*xy)
