@@ -7,7 +7,6 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <limits>
 
 namespace dale_ext {
 namespace stats {
@@ -104,8 +103,7 @@ at::Tensor eig_fn(const at::Tensor& vecs, const at::Tensor& f) {
 
 // 1/sqrt(v) on the numerical range, 0 on the null space (a pseudo-inverse square root).
 at::Tensor pinv_rsqrt(const at::Tensor& vals) {
-  const double eps = std::numeric_limits<double>::epsilon();
-  const at::Tensor tol = std::get<0>(vals.max(-1, true)).clamp_min(0) * (vals.size(-1) * eps);
+  const at::Tensor tol = std::get<0>(vals.max(-1, true)).clamp_min(0) * pinv_tolerance(1.0, vals.size(-1));
   const at::Tensor ok = vals > tol;
   return at::where(ok, at::where(ok, vals, at::ones_like(vals)).rsqrt(), at::zeros_like(vals));
 }
@@ -166,7 +164,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_batched(const at::Ten
   if (S1.numel() > 0) {
     const at::Tensor diag = L.diagonal(0, -2, -1);
     const at::Tensor ratio = std::get<0>(diag.min(-1)) / std::get<0>(diag.max(-1));
-    use_cholesky = (info.eq(0).all() & ratio.gt(1e-6).all()).item<bool>();
+    use_cholesky = (info.eq(0).all() & ratio.gt(kCholeskyMinDiagRatio).all()).item<bool>();
   }
 
   at::Tensor w2, g1, g2;

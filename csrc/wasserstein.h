@@ -7,6 +7,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/macros/Macros.h>
 
+#include <limits>
 #include <optional>
 #include <tuple>
 
@@ -50,6 +51,14 @@ BackwardCoefficients backward_coefficients(const at::Tensor& counts, const at::T
 }  // namespace stats
 
 namespace w2 {
+// Shared by both implementations, so a class takes the same route and the same null space in each:
+// the Cholesky route is taken when S1's factor has min/max diagonal above this (condition number
+// below ~1e12; a NaN ratio fails), and an eigenvalue counts as zero at or below pinv_tolerance.
+constexpr double kCholeskyMinDiagRatio = 1e-6;
+inline double pinv_tolerance(double max_eigenvalue, int64_t D) {
+  return max_eigenvalue * static_cast<double>(D) * std::numeric_limits<double>::epsilon();
+}
+
 // _gaussian_w2's two implementations, both in float64 and returning (W^2, dW2/dcov1, dW2/dcov2)
 // in cov1's dtype (an empty gradient where not wanted); shapes are checked by the op.
 // The batched ATen formulation (any device; the CUDA path):

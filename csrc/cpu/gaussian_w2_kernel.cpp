@@ -12,7 +12,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <vector>
 
 namespace dale_ext {
@@ -57,7 +56,7 @@ bool w2_one_cholesky(const double* m1, const double* c1, const double* m2, const
     dmin = std::min(dmin, l[i * D + i]);
     dmax = std::max(dmax, l[i * D + i]);
   }
-  if (!(dmin / dmax > 1e-6)) return false;  // NaN fails too
+  if (!(dmin / dmax > kCholeskyMinDiagRatio)) return false;  // NaN fails too
 
   double base = 0.0;
   for (int64_t i = 0; i < D; ++i) {
@@ -87,7 +86,7 @@ bool w2_one_cholesky(const double* m1, const double* c1, const double* m2, const
   // dW2/dS2 = I - L M^{-1/2} L^T = I - W diag(f) W^T with W = L V and f the pseudo-inverse
   // square root (0 on the numerical null space of M)
   if (cov2_grad) {
-    const double tol = lmax * D * std::numeric_limits<double>::epsilon();
+    const double tol = pinv_tolerance(lmax, D);
     for (int64_t i = 0; i < D; ++i) s[i] = lam[i] > tol ? std::pow(lam[i], -0.25) : 0.0;
     at::Tensor W = at::mm(L, V).contiguous();
     identity_minus_gram(W, s.data(), g2, D);
