@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import dale_ext
+from benchmarks.parallel_probe import cpu_parallel_speedup, cpu_read_gbs
 
 
 def devices():
@@ -27,7 +28,9 @@ def synchronize(device: str) -> None:
 
 
 def run(benchmark, fn, device: str, rounds: int = 30, warmup_rounds: int = 3):
-    """Time ``fn`` (synchronised on CUDA) with pedantic rounds, after warm-up."""
+    """Time ``fn`` (synchronised on CUDA) with pedantic rounds, after warm-up. On the CPU the
+    host is probed before and after (``parallel_probe.py``: the development VM sometimes gives a
+    process's two threads one core's worth of time, and its memory bandwidth comes and goes)."""
     benchmark.extra_info.update(torch=torch.__version__, build=dale_ext.build_info())
     if device == "cuda":
         benchmark.extra_info["gpu"] = torch.cuda.get_device_name()
@@ -37,7 +40,14 @@ def run(benchmark, fn, device: str, rounds: int = 30, warmup_rounds: int = 3):
         synchronize(device)
         return out
 
-    return benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=warmup_rounds)
+    probe = (lambda: (cpu_parallel_speedup(), cpu_read_gbs())) if device == "cpu" else None
+    before = probe() if probe else None
+    result = benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=warmup_rounds)
+    if probe:
+        after = probe()
+        benchmark.extra_info["cpu_parallel_speedup"] = [before[0], after[0]]
+        benchmark.extra_info["cpu_read_gbs"] = [before[1], after[1]]
+    return result
 
 
 @pytest.fixture

@@ -1,5 +1,8 @@
 """Turn a pytest-benchmark JSON into a markdown table of medians and ratios: baseline / impl,
-where the baseline is the plain-PyTorch ``reference`` (ops) or the ``standard`` step (trainer).
+where the baseline is the faster plain-PyTorch ``reference*`` (ops) or the ``standard`` step (trainer),
+and, for CPU groups, the range of the host probes taken around each timing of the group
+(``parallel_probe.py``: a 2-thread speed-up near 1.0 means the host ran the threads on one core's
+worth of time; the read bandwidth of one thread shows memory traffic from outside).
 
     python -m benchmarks.summarise results/<file>.json > results/<file>.md
 """
@@ -10,11 +13,20 @@ import sys
 from collections import defaultdict
 
 
+def _spread(values: list[float]) -> str:
+    return f"{min(values):g}-{max(values):g}" if values else ""
+
+
 def summarise(path: str) -> str:
     data = json.load(open(path))
     groups: dict[str, dict[str, float]] = defaultdict(dict)
+    # parallel_probe.py's readings, before and after each CPU timing of the group
+    speedups: dict[str, list[float]] = defaultdict(list)
+    reads: dict[str, list[float]] = defaultdict(list)
     for bench in data["benchmarks"]:
         groups[bench["group"]][bench["extra_info"]["impl"]] = bench["stats"]["median"]
+        speedups[bench["group"]] += bench["extra_info"].get("cpu_parallel_speedup", [])
+        reads[bench["group"]] += bench["extra_info"].get("cpu_read_gbs", [])
     mi, ci = data.get("machine_info", {}), data.get("commit_info", {})
     extra = data["benchmarks"][0]["extra_info"] if data["benchmarks"] else {}
     lines = [
@@ -27,15 +39,18 @@ def summarise(path: str) -> str:
                                              if b["extra_info"].get("gpu")})],
         f"- commit {ci.get('id')} (dirty: {ci.get('dirty')}), {data.get('datetime')}",
         "",
-        "| benchmark | impl | median (ms) | baseline / impl |",
-        "|---|---|---:|---:|",
+        "| benchmark | impl | median (ms) | baseline / impl | host: 2-thread speed-up | host: read GB/s |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for group in sorted(groups):
         meds = groups[group]
-        ref = meds.get("reference", meds.get("standard"))  # kernels: reference; trainer: standard
+        # kernels: the faster plain-PyTorch reference (e.g. gather or one-hot); trainer: standard
+        refs = [m for impl, m in meds.items() if impl.startswith("reference")]
+        ref = min(refs) if refs else meds.get("standard")
         for impl in sorted(meds, key=lambda k: (k not in ("kernel", "dale"), k)):
             ratio = f"{ref / meds[impl]:.2f}x" if ref else ""
-            lines.append(f"| {group} | {impl} | {meds[impl] * 1e3:.2f} | {ratio} |")
+            lines.append(f"| {group} | {impl} | {meds[impl] * 1e3:.2f} | {ratio} | {_spread(speedups[group])} "
+                         f"| {_spread(reads[group])} |")
     return "\n".join(lines) + "\n"
 
 
