@@ -64,8 +64,9 @@ def class_gaussians(features, labels, num_classes, *, weights=None, ignore_index
             mu = (wc @ xc) / n
             z = xc - mu
             cov = (z * wc[:, None]).t() @ z / n
-        else:
-            mu, cov = x.new_zeros(D) * n, x.new_zeros(D, D) * n
+        else:  # zeros on the graph of the features and weights (not of their values, which may be NaN):
+            empty = x[:0]  # a loss whose classes are all skipped must still backpropagate (zeros)
+            mu, cov = empty.sum(0) + 0 * n, empty.t() @ empty + 0 * n
         counts.append(n)
         means.append(mu)
         covs.append(cov)

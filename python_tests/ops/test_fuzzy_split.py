@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import dale_ext
 from dale_ext.reference import fuzzy_split as reference_fuzzy_split
@@ -94,9 +96,11 @@ def assert_close_to_oracle(out, ref, image_dtype, atol=2e-4):
         got = getattr(out, name).double().cpu().numpy()
         want = ref[name]
         if name.endswith("image") and image_dtype in (torch.float16, torch.bfloat16):
-            # outputs are stored in the image dtype: one rounding of the exact product
+            # outputs are stored in the image dtype: one rounding of the product, whose mask factor
+            # carries float32 rounding, so a product next to a rounding boundary may land one step over
             want = torch.from_numpy(want).to(image_dtype).double().numpy()
-            np.testing.assert_allclose(got, want, atol=1e-6, rtol=0, err_msg=name)
+            step = torch.finfo(image_dtype).eps * np.abs(want)
+            assert np.all(np.abs(got - want) <= step + 1e-6), f"{name}: beyond one rounding step of {image_dtype}"
         else:
             np.testing.assert_allclose(got, want, atol=atol, rtol=0, err_msg=name)
 
@@ -119,6 +123,42 @@ def test_matches_float64_oracle(gen, dtype, shape, patch, classes):
         assert (out.score > 0.6).any() and (out.score < 0.6).any()
     else:  # a single patch normalises to 0
         assert torch.equal(out.score, torch.zeros_like(out.score))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    B=st.integers(1, 2), C=st.integers(1, 4), H=st.integers(1, 37), W=st.integers(1, 41),
+    patch_h=st.integers(1, 40), patch_w=st.integers(1, 40), classes=st.integers(1, 5),
+    bins=st.sampled_from([2, 3, 17, 256, 4096]), tau=st.floats(0, 1),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8]),
+    layout=st.sampled_from(["contiguous", "channels_last", "strided", "b1hw_label"]), seed=st.integers(0, 2**31 - 1),
+)
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_fuzz_shapes_patches_bins_and_layouts_against_oracle(device, B, C, H, W, patch_h, patch_w, classes, bins,
+                                                             tau, dtype, layout, seed):
+    """Any image size, patch size (ragged last patches), bin count, tau, dtype and memory layout:
+    the kernel's seven outputs against the float64 loop oracle."""
+    gen = torch.Generator().manual_seed(seed)
+    ph, pw = min(patch_h, H), min(patch_w, W)
+    image = random_image(gen, B, C, H, W, dtype)
+    label = random_label(gen, B, H, W, classes)
+    if layout == "channels_last":
+        image = image.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        image = torch.cat([image, image], 3)[..., ::2]
+    elif layout == "b1hw_label":
+        label = label[:, None]
+    out = dale_ext.fuzzy_split(image.to(device), label.to(device), patch_size=(ph, pw), tau=tau, bins=bins)
+    ref = oracle_fuzzy_split(image, label, ph, pw, tau, bins)
+    # Eqs. 6-7 jump at score == tau: where the oracle's score is within rounding of tau (e.g. tau = 1
+    # and two patches tie for the highest entropy, summed in different orders), the masks may
+    # take either side; those patches are checked through their score only
+    tie = np.abs(ref["score"] - tau) < 1e-9
+    if tie.any():
+        at = np.repeat(np.repeat(tie, ph, axis=1)[:, :H], pw, axis=2)[:, None, :, :W]
+        for name in ("fuzzy_mask", "nonfuzzy_mask", "fuzzy_image", "nonfuzzy_image"):
+            ref[name] = np.where(at, getattr(out, name).double().cpu().numpy(), ref[name])
+    assert_close_to_oracle(out, ref, dtype)
 
 
 @pytest.mark.parametrize("bins", [2, 255, 256, 1000, 65536])

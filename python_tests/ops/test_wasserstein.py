@@ -645,6 +645,27 @@ def test_degenerate_inputs_give_finite_loss_and_gradients(gen, case, min_count):
         assert torch.all(xi.grad == 0)
 
 
+@pytest.mark.parametrize("impl", ["kernel", "reference"])
+@pytest.mark.parametrize("reduction", ["sum", "mean", "none"])
+@pytest.mark.parametrize("skipped", ["all_ignored", "zero_weights", "below_min_count"])
+def test_a_loss_with_every_class_skipped_still_backpropagates(gen, impl, reduction, skipped):
+    """A batch without fuzzy pixels skips every class: the loss is 0 and ``loss.backward()`` must
+    work (zero gradients), as for any drop-in loss; the reference is the fallback on devices
+    without a kernel, so it must too."""
+    loss_fn = dale_ext.wasserstein_loss if impl == "kernel" else reference.wasserstein_loss
+    x, lx, _ = make_case(gen, 2, 4, 5, 6, 2, torch.float32, ignore=False)
+    t, lt, _ = make_case(gen, 2, 4, 5, 6, 2, torch.float32, ignore=False)
+    weights = torch.zeros(lx.shape) if skipped == "zero_weights" else None
+    if skipped == "all_ignored":
+        lx = torch.full_like(lx, -100)
+    min_count = 1e9 if skipped == "below_min_count" else 2.0
+    xi = x.clone().requires_grad_()
+    loss = loss_fn(xi, lx, t, lt, 2, input_weights=weights, min_count=min_count, reduction=reduction)
+    assert torch.all(loss == 0) and loss.requires_grad
+    loss.sum().backward()
+    assert torch.equal(xi.grad, torch.zeros_like(x))
+
+
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(
     B=st.integers(1, 2), D=st.integers(1, 9), H=st.integers(1, 9), W=st.integers(1, 11), C=st.integers(1, 4),
@@ -667,6 +688,72 @@ def test_fuzz_loss_finite_and_matches_reference(B, D, H, W, C, log_scale, weight
     assert torch.isfinite(loss) and torch.isfinite(xi.grad).all()
     ref = reference.wasserstein_loss(x, lx, t, lt, C, input_weights=wx, perturbation=perturbation * scale**2, eps=eps)
     assert abs(loss.item() - ref.item()) <= 1e-6 * max(1.0, abs(ref.item())) + 1e-9 * scale * scale
+
+
+_FUZZ_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(
+    D=st.sampled_from([1, 3, 8, 17, 33, 64, 65, 129]), W=st.sampled_from([1, 5, 33, 257, 700]),
+    H=st.integers(1, 12), C=st.integers(1, 9), dtype=st.sampled_from(_FUZZ_DTYPES),
+    layout=st.sampled_from(["contiguous", "channels_last", "strided", "rows"]),
+    log_scale=st.floats(-3, 3), weighted=st.booleans(), ignore=st.sampled_from([None, -100, -1, 99]),
+    seed=st.integers(0, 2**31 - 1),
+)
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_fuzz_wide_shapes_dtypes_and_gradients(device, D, W, H, C, dtype, layout, log_scale, weighted, ignore, seed):
+    """The kernels' block edges (D around the register tiles, rows longer than a strip), every
+    feature dtype and memory layout, and (N, D) rows: statistics, loss and the feature gradient
+    against the float64 reference on the same (rounded) values. Half-precision gradients must
+    equal the float64 gradient rounded to their dtype up to one rounding step (tiny gradients
+    underflow in float16, for both)."""
+    g = torch.Generator().manual_seed(seed)
+    B, scale = 2, 10.0 ** log_scale
+    x = (torch.randn(B, D, H, W, generator=g, dtype=torch.float64) + torch.randn(1, D, 1, 1, generator=g,
+                                                                             dtype=torch.float64)) * scale
+    t = torch.randn(B, D, H, W, generator=g, dtype=torch.float64) * scale
+    lx = torch.randint(0, C, (B, 1, W), generator=g).expand(B, H, W).clone()  # column blobs: long runs
+    lx[:, : H // 2] = torch.randint(0, C, (B, 1, 1), generator=g)
+    lt = torch.randint(0, C, (B, H, W), generator=g)
+    if ignore is not None:
+        lx[torch.rand(B, H, W, generator=g) < 0.3] = ignore
+    x, t = x.to(dtype), t.to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = torch.cat([x, x], 1)[:, ::2]
+    w = torch.rand(B, H, W, generator=g, dtype=torch.float64).to(dtype if dtype == torch.float64 else torch.float32)
+    w = w if weighted else None
+    if layout == "rows":
+        x, t = (v.permute(0, 2, 3, 1).reshape(-1, D) for v in (x, t))
+        lx, lt = lx.reshape(-1), lt.reshape(-1)
+        w = None if w is None else w.reshape(-1)
+    w64 = None if w is None else w.double()
+    exact = dtype == torch.float64
+    x, lx, t, lt = (v.to(device) for v in (x, lx, t, lt))
+    w, w64 = (None if v is None else v.to(device) for v in (w, w64))
+
+    got = dale_ext.class_gaussians(x, lx, C, weights=w)
+    want = reference.class_gaussians(x.double(), lx, C, weights=w64)
+    for a, b, unit in zip(got, want, (1.0, scale, scale * scale)):
+        torch.testing.assert_close(a.double(), b, rtol=1e-9 if exact else 2e-4, atol=(1e-12 if exact else 2e-5) * unit)
+
+    opts = dict(perturbation=0.01 * scale**2, eps=1e-5 * scale**2)
+    xi, xr = x.detach().clone().requires_grad_(), x.detach().double().requires_grad_()
+    loss = dale_ext.wasserstein_loss(xi, lx, t, lt, C, input_weights=w, **opts)
+    ref = reference.wasserstein_loss(xr, lx, t.double(), lt, C, input_weights=w64, **opts)
+    loss.backward()
+    ref.backward()
+    assert torch.isfinite(loss) and torch.isfinite(xi.grad).all()
+    base = max(abs(ref.item()), 1e-3 * D * scale**2)  # W^2 can cancel to ~0: relative to its scale
+    assert abs(loss.item() - ref.item()) <= (1e-7 if exact else 1e-4) * base
+    top = xr.grad.abs().max().item()
+    if dtype in (torch.float32, torch.float64):
+        assert (xi.grad.double() - xr.grad).abs().max().item() <= (1e-6 if exact else 1e-3) * top
+    else:  # one rounding step of the dtype at the gradient's largest magnitude, or its smallest subnormal
+        step = max(top * torch.finfo(dtype).eps, torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps)
+        assert (xi.grad.double() - xr.grad.to(dtype).double()).abs().max().item() <= step
 
 
 # ---------------------------------------------------------------- library integration
