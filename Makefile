@@ -69,7 +69,7 @@ test-cuda-build: cuda-check
 # strip buffers; integer overflow; misaligned access), in a venv of its own. Python is not built
 # with ASan, so the runtime is preloaded (libstdc++ too, or ASan cannot intercept C++ throws);
 # leaks are not checked (CPython's are by design). The first report aborts the run; reports go to
-# $(SAN_LOG).*. Not part of CI (~15 minutes on 2 cores).
+# $(SAN_LOG).*. Not part of CI (about 7 minutes on 2 cores from scratch, 4 with the build kept).
 SAN_VENV ?= .venv-asan
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 SAN_TEST_DIR ?= /tmp/dale_ext-sanitize-tests
