@@ -5,8 +5,8 @@ all of torch's threads), and the memory bandwidth one thread reads at (the sum o
 Why: on the development VM (2 vCPUs, KVM) some processes get no parallel speed-up at all for
 seconds or for their whole life (the host seems to run both vCPUs on one physical core; no steal
 time is reported). In such a process MKL's own GEMM is no faster on two threads than on one and
-the statistics op took 3.4-3.5 ms instead of 1.9-2.2, so a kernel/reference ratio from that
-process says more about the host than about the code. The benchmarks record this
+the statistics op took 3.4-3.5 ms (1.85-2.99 in six other processes), so a kernel/reference
+ratio from that process says more about the host than about the code. The benchmarks record this
 probe before and after each timing (``extra_info["cpu_parallel_speedup"]``), and
 ``summarise.py`` prints it, so such runs can be told apart instead of guessed at.
 
