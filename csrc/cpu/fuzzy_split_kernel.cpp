@@ -40,14 +40,13 @@ struct CpuFuzzySplit {
 
   struct Scratch {
     std::vector<int32_t> hist;
-    std::vector<uint16_t> q;       // bins of one strip (ph x W)
-    std::vector<float> s;          // one row of channel sums (float images)
-    std::vector<int32_t> si;       // one row of channel sums (uint8) or of bins
-    std::vector<uint8_t> e;        // one row of edge flags
-    std::vector<int32_t> edges;    // edge pixels per patch of the strip
-    std::vector<float> frow, nrow; // one row of mask values
+    std::vector<uint16_t> q;         // bins of one strip (ph x W)
+    std::vector<float> s;            // one row of channel sums (float16, bfloat16, float64 images)
+    std::vector<uint8_t> e;          // one row of edge flags
+    std::vector<int32_t> col_edges;  // edge pixels per column of the strip
+    std::vector<float> frow, nrow;   // one row of mask values
     explicit Scratch(const Geometry& g)
-        : hist(g.bins, 0), q(g.ph * g.W), s(g.W), si(g.W), e(g.W), edges(g.Lw), frow(g.W), nrow(g.W) {}
+        : hist(g.bins, 0), q(g.ph * g.W), s(g.W), e(g.W), col_edges(g.W), frow(g.W), nrow(g.W) {}
   };
 
   // output pointers, taken once (data_ptr checks its type on every call)
@@ -75,14 +74,13 @@ struct CpuFuzzySplit {
     }
   }
 
-  // Grey-level bins of one image row into q[0, W). Written branch-free so it vectorises; the
-  // arithmetic is grey_bin()'s (fuzzy_split.h), which the CUDA kernel calls per pixel.
-  void row_bins(const scalar_t* src, int64_t plane, float* s, int32_t* si, uint16_t* q, bool* saw_nan) {
+  // Grey-level bins of one image row into q[0, W): grey_bin()'s arithmetic (fuzzy_split.h), which
+  // the CUDA kernel calls per pixel; float32 and uint8 rows go to the per-ISA row kernels.
+  void row_bins(const scalar_t* src, int64_t plane, float* s, uint16_t* q, bool* saw_nan) {
     if constexpr (std::is_same_v<scalar_t, uint8_t>) {
-      for (int64_t x = 0; x < g.W; ++x) si[x] = src[x];
-      for (int64_t c = 1; c < g.C; ++c)
-        for (int64_t x = 0; x < g.W; ++x) si[x] += src[c * plane + x];
-      for (int64_t x = 0; x < g.W; ++x) q[x] = u8_table[si[x]];
+      rows.bins_u8(src, plane, g.C, g.W, u8_table.data(), q);
+    } else if constexpr (std::is_same_v<scalar_t, float>) {
+      if (rows.bins_f32(src, plane, g.C, g.W, g.bins, q)) *saw_nan = true;
     } else {
       for (int64_t x = 0; x < g.W; ++x) s[x] = static_cast<float>(src[x]);
       for (int64_t c = 1; c < g.C; ++c)
@@ -90,8 +88,7 @@ struct CpuFuzzySplit {
       const float Cf = static_cast<float>(g.C), bf = static_cast<float>(g.bins);
       int nan_seen = 0;
       for (int64_t x = 0; x < g.W; ++x) nan_seen |= (s[x] != s[x]);
-      for (int64_t x = 0; x < g.W; ++x) si[x] = bin_of_sum(s[x], Cf, bf);
-      for (int64_t x = 0; x < g.W; ++x) q[x] = static_cast<uint16_t>(si[x]);
+      for (int64_t x = 0; x < g.W; ++x) q[x] = static_cast<uint16_t>(bin_of_sum(s[x], Cf, bf));
       if (nan_seen) *saw_nan = true;
     }
   }
@@ -116,72 +113,24 @@ struct CpuFuzzySplit {
     const scalar_t* im = img + b * g.C * plane;
     const label_t* lb = lab + b * plane;
     bool saw_nan = false;
-    std::fill(t.edges.begin(), t.edges.end(), 0);
+    int32_t* col = t.col_edges.data();  // edge pixels of each column of the strip
+    std::fill(col, col + g.W, 0);
     for (int64_t r = 0; r < hh; ++r) {
       const int64_t y = y0 + r;
-      row_bins(im + y * g.W, plane, t.s.data(), t.si.data(), t.q.data() + r * g.W, &saw_nan);
+      row_bins(im + y * g.W, plane, t.s.data(), t.q.data() + r * g.W, &saw_nan);
       row_edges(lb, y, t.e.data());
-      for (int64_t j = 0; j < g.Lw; ++j) {
-        const int64_t x0 = j * g.pw, ww = patch_extent(j, g.pw, g.W);
-        int32_t n = 0;
-        for (int64_t x = x0; x < x0 + ww; ++x) n += t.e[x];
-        t.edges[j] += n;
-      }
+      for (int64_t x = 0; x < g.W; ++x) col[x] += t.e[x];
     }
     if (saw_nan) nan.store(true, std::memory_order_relaxed);
-    int32_t* hist = t.hist.data();
-    const uint16_t* q = t.q.data();
     for (int64_t j = 0; j < g.Lw; ++j) {
       const int64_t x0 = j * g.pw, ww = patch_extent(j, g.pw, g.W);
-      int32_t qlo = g.bins, qhi = -1;  // the patch's range of bins
-      for (int64_t r = 0; r < hh; ++r)
-        for (int64_t x = x0; x < x0 + ww; ++x) {
-          const int32_t v = q[r * g.W + x];
-          ++hist[v];
-          qlo = std::min(qlo, v);
-          qhi = std::max(qhi, v);
-        }
-      // sum over distinct values of c ln c, resetting the bins; two partial sums shorten the
-      // floating-point dependency chain
-      double sum0 = 0.0, sum1 = 0.0;
-      if (qhi - qlo < hh * ww) {
-        // few bins in range (the usual case): one sequential scan of them
-        int32_t v = qlo;
-        for (; v < qhi; v += 2) {
-          sum0 += clogc[hist[v]];
-          sum1 += clogc[hist[v + 1]];
-          hist[v] = 0;
-          hist[v + 1] = 0;
-        }
-        if (v == qhi) {
-          sum0 += clogc[hist[v]];
-          hist[v] = 0;
-        }
-      } else {
-        // more bins than pixels: visit the pixels (the first of a value takes its count)
-        for (int64_t r = 0; r < hh; ++r) {
-          const uint16_t* qr = q + r * g.W + x0;
-          int64_t x = 0;
-          for (; x + 1 < ww; x += 2) {
-            int32_t& c0 = hist[qr[x]];
-            sum0 += clogc[c0];
-            c0 = 0;
-            int32_t& c1 = hist[qr[x + 1]];
-            sum1 += clogc[c1];
-            c1 = 0;
-          }
-          if (x < ww) {
-            int32_t& c = hist[qr[x]];
-            sum0 += clogc[c];
-            c = 0;
-          }
-        }
-      }
-      const double sum = sum0 + sum1;
+      int64_t edges = 0;
+      for (int64_t x = x0; x < x0 + ww; ++x) edges += col[x];
+      const double sum = rows.patch_clogc(t.q.data() + x0, g.W, hh, ww, t.hist.data(), clogc.data());
       const int64_t n = hh * ww;
       const int64_t p = (b * g.Lh + i) * g.Lw + j;
       r64[p] = entropy_from_clogc(sum, n);
-      e64[p] = static_cast<double>(t.edges[j]) / static_cast<double>(n);
+      e64[p] = static_cast<double>(edges) / static_cast<double>(n);
     }
   }
 

@@ -170,6 +170,20 @@ def test_bins_and_uint8_exact(gen, bins):
     assert_close_to_oracle(out, oracle_fuzzy_split(image, label, 8, 8, 0.9, bins), torch.uint8)
 
 
+@pytest.mark.parametrize("bins", [255, 256, 1000, 65536])
+@pytest.mark.parametrize("C", [1, 3])
+def test_float32_bins_exact(gen, bins, C):
+    # W = 29: three 8-pixel vector blocks and a 5-pixel scalar tail in the CPU row kernel; values
+    # at 0, 1 and just below 1 exercise the clamps at both ends
+    image = random_image(gen, 2, C, 19, 29, torch.float32)
+    image[0, :, 0, :] = 1.0
+    image[0, :, 1, :] = torch.nextafter(torch.tensor(1.0), torch.tensor(0.0))
+    image[1, :, 0, :] = 0.0
+    label = random_label(gen, 2, 19, 29, 3)
+    out = dale_ext.fuzzy_split(image, label, patch_size=(8, 6), bins=bins)
+    assert_close_to_oracle(out, oracle_fuzzy_split(image, label, 8, 6, 0.9, bins), torch.float32)
+
+
 def test_label_as_b1hw_and_bool(gen):
     image = random_image(gen, 2, 3, 20, 20, torch.float32)
     label = random_label(gen, 2, 20, 20, 2)
@@ -460,6 +474,15 @@ def test_nan_pixel_raises(gen, impl):
     image[1, 2, 5, 7] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         impl(image, label)
+
+
+@pytest.mark.parametrize("x", [0, 5, 7, 8, 15, 23, 24, 28])
+def test_nan_pixel_raises_at_every_row_position(gen, x):
+    # W = 29 on CPU: lanes of the 8-wide vector blocks (0-23) and the scalar tail (24-28)
+    image = random_image(gen, 1, 3, 17, 29, torch.float32)
+    image[0, 1, 4, x] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        dale_ext.fuzzy_split(image, random_label(gen, 1, 17, 29, 2))
 
 
 def test_meta_tensors_use_the_fake_kernel():
