@@ -16,20 +16,48 @@ namespace cpu {
 namespace DALE_MK_ISA {
 namespace {
 
+// Adds 1 to col[x] for each pixel x of row `cur` that has a 4-neighbour with another label.
 template <typename U>
-void edges(const U* up, const U* cur, const U* down, int64_t W, uint8_t* e) {
-  if (W == 1) {
-    e[0] = (cur[0] != up[0]) | (cur[0] != down[0]);
-    return;
+inline int32_t edge_at(const U* up, const U* cur, const U* down, int64_t W, int64_t x) {
+  const U c = cur[x];
+  bool e = (c != up[x]) | (c != down[x]);
+  if (x > 0) e |= c != cur[x - 1];
+  if (x + 1 < W) e |= c != cur[x + 1];
+  return e;
+}
+
+template <typename U>
+void edge_counts(const U* up, const U* cur, const U* down, int64_t W, int32_t* col) {
+  int64_t x = 1;
+#if defined(__AVX2__)
+  if constexpr (sizeof(U) == 8) {
+    // int64 labels (torch's default): 8 pixels a step; the four 64-bit "all neighbours equal"
+    // masks of each half are narrowed to 32 bits and added to the column counts
+    const auto ld = [](const U* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); };
+    const auto same = [&](int64_t i) {
+      const __m256i c = ld(cur + i);
+      const __m256i a = _mm256_and_si256(_mm256_cmpeq_epi64(c, ld(up + i)), _mm256_cmpeq_epi64(c, ld(down + i)));
+      const __m256i b = _mm256_and_si256(_mm256_cmpeq_epi64(c, ld(cur + i - 1)), _mm256_cmpeq_epi64(c, ld(cur + i + 1)));
+      return _mm256_and_si256(a, b);
+    };
+    const __m256i one = _mm256_set1_epi32(1);
+    for (; x + 9 <= W; x += 8) {
+      const __m256 lo = _mm256_castsi256_ps(same(x)), hi = _mm256_castsi256_ps(same(x + 4));
+      // low 32 bits of each 64-bit lane, in pixel order
+      const __m256i eq = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0))),
+                                                  _MM_SHUFFLE(3, 1, 2, 0));
+      __m256i* cp = reinterpret_cast<__m256i*>(col + x);
+      _mm256_storeu_si256(cp, _mm256_add_epi32(_mm256_loadu_si256(cp), _mm256_andnot_si256(eq, one)));
+    }
   }
-  // interior: a pure map over x (no loop-carried writes), so it vectorises
-  for (int64_t x = 1; x + 1 < W; ++x) {
+#endif
+  // interior: a pure map over x, so it vectorises for the narrower label types
+  for (; x + 1 < W; ++x) {
     const U c = cur[x];
-    e[x] = static_cast<uint8_t>((c != up[x]) | (c != down[x]) | (c != cur[x - 1]) | (c != cur[x + 1]));
+    col[x] += static_cast<int32_t>((c != up[x]) | (c != down[x]) | (c != cur[x - 1]) | (c != cur[x + 1]));
   }
-  e[0] = (cur[0] != up[0]) | (cur[0] != down[0]) | (cur[0] != cur[1]);
-  const int64_t l = W - 1;
-  e[l] = (cur[l] != up[l]) | (cur[l] != down[l]) | (cur[l] != cur[l - 1]);
+  col[0] += edge_at(up, cur, down, W, 0);
+  if (W > 1) col[W - 1] += edge_at(up, cur, down, W, W - 1);
 }
 
 // The bin of a float32 channel sum: bin_of_sum() in fuzzy_split.h, which this file may not
@@ -73,7 +101,34 @@ bool bins_f32(const float* src, int64_t plane, int64_t C, int64_t W, int bins, u
   return nan;
 }
 
-void bins_u8(const uint8_t* src, int64_t plane, int64_t C, int64_t W, const uint16_t* table, uint16_t* q) {
+void bins_u8(const uint8_t* src, int64_t plane, int64_t C, int64_t W, int bins, const uint16_t* table,
+             uint16_t* q) {
+  int64_t done = 0;
+#if defined(__AVX2__)
+  // floor(s * bins / (255 C)) in float32, 8 pixels at a time: exact while s * bins < 2^24 (a
+  // quotient of integers below 2^24 that is not whole lies >= 1/(255 C) from the next integer,
+  // more than its rounding error), so it equals the table; otherwise the table does all.
+  if (255 * C * static_cast<int64_t>(bins) < (int64_t{1} << 24)) {
+    const __m256 vb = _mm256_set1_ps(static_cast<float>(bins)), vd = _mm256_set1_ps(static_cast<float>(255 * C));
+    const __m256i last = _mm256_set1_epi32(bins - 1);
+    const auto px = [](const uint8_t* p) {
+      return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    };
+    for (; done + 8 <= W; done += 8) {
+      __m256i sum = px(src + done);
+      for (int64_t c = 1; c < C; ++c) sum = _mm256_add_epi32(sum, px(src + c * plane + done));
+      const __m256 t = _mm256_div_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sum), vb), vd);
+      const __m256i v = _mm256_min_epi32(_mm256_cvttps_epi32(t), last);
+      const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + done), packed);
+    }
+  }
+#else
+  (void)bins;
+#endif
+  src += done;
+  q += done;
+  W -= done;
   constexpr int64_t kChunk = 256;  // channel sums of a chunk of pixels, then the table lookups
   int32_t s[kChunk];
   for (int64_t x0 = 0; x0 < W; x0 += kChunk) {
@@ -246,7 +301,7 @@ void fence() {
 
 extern const FuzzyRowKernels fuzzy_rows = {
     &bins_f32,       &bins_u8,          &patch_clogc,
-    &edges<uint8_t>, &edges<uint16_t>, &edges<uint32_t>, &edges<uint64_t>,
+    &edge_counts<uint8_t>, &edge_counts<uint16_t>, &edge_counts<uint32_t>, &edge_counts<uint64_t>,
     &mask<float>,    &mask<uint8_t>,   &copy,            &fence,
 };
 

@@ -15,20 +15,21 @@ struct FuzzyRowKernels {
   // elements apart: grey_bin()'s arithmetic (fuzzy_split.h), channels summed in order in float32.
   // Returns true when a pixel is NaN (its bin is then 0).
   bool (*bins_f32)(const float* src, int64_t plane, int64_t C, int64_t W, int bins, uint16_t* q);
-  // uint8 rows: q[x] = table[sum of the pixel's C channels] (the exact bins of bin_of_u8_sum).
-  void (*bins_u8)(const uint8_t* src, int64_t plane, int64_t C, int64_t W, const uint16_t* table,
+  // uint8 rows: q[x] = table[sum of the pixel's C channels] (the exact bins of bin_of_u8_sum for
+  // `bins`; the AVX2 build computes most of them instead of looking them up).
+  void (*bins_u8)(const uint8_t* src, int64_t plane, int64_t C, int64_t W, int bins, const uint16_t* table,
                   uint16_t* q);
   // Sum over the bins v of one patch of c_v ln c_v (clogc[c] = c ln c), its rows `stride` apart
   // in q. `hist` has `bins` zeros on entry and on exit.
   double (*patch_clogc)(const uint16_t* q, int64_t stride, int64_t rows, int64_t cols, int32_t* hist,
                         const double* clogc);
-  // e[x] = 1 when pixel x of row `cur` has a 4-neighbour with another label, else 0. `up` and
+  // col[x] += 1 when pixel x of row `cur` has a 4-neighbour with another label. `up` and
   // `down` are the rows above and below (the row itself at the image border). Labels are
   // compared by their bits, so one kernel serves every integer type of a given width.
-  void (*edges_u8)(const uint8_t* up, const uint8_t* cur, const uint8_t* down, int64_t W, uint8_t* e);
-  void (*edges_u16)(const uint16_t* up, const uint16_t* cur, const uint16_t* down, int64_t W, uint8_t* e);
-  void (*edges_u32)(const uint32_t* up, const uint32_t* cur, const uint32_t* down, int64_t W, uint8_t* e);
-  void (*edges_u64)(const uint64_t* up, const uint64_t* cur, const uint64_t* down, int64_t W, uint8_t* e);
+  void (*edge_counts_u8)(const uint8_t* up, const uint8_t* cur, const uint8_t* down, int64_t W, int32_t* col);
+  void (*edge_counts_u16)(const uint16_t* up, const uint16_t* cur, const uint16_t* down, int64_t W, int32_t* col);
+  void (*edge_counts_u32)(const uint32_t* up, const uint32_t* cur, const uint32_t* down, int64_t W, int32_t* col);
+  void (*edge_counts_u64)(const uint64_t* up, const uint64_t* cur, const uint64_t* down, int64_t W, int32_t* col);
   // fo[x] = fm[x] * src[x] and no[x] = nm[x] * src[x]; uint8 sources are scaled by 1/255 first,
   // as v / 255.f (MaskedPixel in fuzzy_split.h). `stream`: non-temporal stores for outputs that
   // do not fit in cache (they bypass it instead of first reading every line they overwrite);
@@ -42,19 +43,20 @@ struct FuzzyRowKernels {
   void (*fence)();
 
   template <typename U>
-  void edges(const U* up, const U* cur, const U* down, int64_t W, uint8_t* e) const;
+  void edge_counts(const U* up, const U* cur, const U* down, int64_t W, int32_t* col) const;
 };
 
 // Picks the kernel of a label width (callers only: the per-ISA file must not instantiate
 // inline code that other files could share).
 #ifndef DALE_MK_ISA
 template <typename U>
-inline void FuzzyRowKernels::edges(const U* up, const U* cur, const U* down, int64_t W, uint8_t* e) const {
+inline void FuzzyRowKernels::edge_counts(const U* up, const U* cur, const U* down, int64_t W,
+                                         int32_t* col) const {
   static_assert(sizeof(U) == 1 || sizeof(U) == 2 || sizeof(U) == 4 || sizeof(U) == 8, "label width");
-  if constexpr (sizeof(U) == 1) edges_u8(up, cur, down, W, e);
-  else if constexpr (sizeof(U) == 2) edges_u16(up, cur, down, W, e);
-  else if constexpr (sizeof(U) == 4) edges_u32(up, cur, down, W, e);
-  else edges_u64(up, cur, down, W, e);
+  if constexpr (sizeof(U) == 1) edge_counts_u8(up, cur, down, W, col);
+  else if constexpr (sizeof(U) == 2) edge_counts_u16(up, cur, down, W, col);
+  else if constexpr (sizeof(U) == 4) edge_counts_u32(up, cur, down, W, col);
+  else edge_counts_u64(up, cur, down, W, col);
 }
 #endif
 

@@ -42,11 +42,10 @@ struct CpuFuzzySplit {
     std::vector<int32_t> hist;
     std::vector<uint16_t> q;         // bins of one strip (ph x W)
     std::vector<float> s;            // one row of channel sums (float16, bfloat16, float64 images)
-    std::vector<uint8_t> e;          // one row of edge flags
     std::vector<int32_t> col_edges;  // edge pixels per column of the strip
     std::vector<float> frow, nrow;   // one row of mask values
     explicit Scratch(const Geometry& g)
-        : hist(g.bins, 0), q(g.ph * g.W), s(g.W), e(g.W), col_edges(g.W), frow(g.W), nrow(g.W) {}
+        : hist(g.bins, 0), q(g.ph * g.W), s(g.W), col_edges(g.W), frow(g.W), nrow(g.W) {}
   };
 
   // output pointers, taken once (data_ptr checks its type on every call)
@@ -78,7 +77,7 @@ struct CpuFuzzySplit {
   // the CUDA kernel calls per pixel; float32 and uint8 rows go to the per-ISA row kernels.
   void row_bins(const scalar_t* src, int64_t plane, float* s, uint16_t* q, bool* saw_nan) {
     if constexpr (std::is_same_v<scalar_t, uint8_t>) {
-      rows.bins_u8(src, plane, g.C, g.W, u8_table.data(), q);
+      rows.bins_u8(src, plane, g.C, g.W, g.bins, u8_table.data(), q);
     } else if constexpr (std::is_same_v<scalar_t, float>) {
       if (rows.bins_f32(src, plane, g.C, g.W, g.bins, q)) *saw_nan = true;
     } else {
@@ -93,8 +92,8 @@ struct CpuFuzzySplit {
     }
   }
 
-  // Edge flags of row y into e[0, W) (see is_edge()); labels compared by their bits.
-  void row_edges(const label_t* lb, int64_t y, uint8_t* e) {
+  // Edge flags of row y (see is_edge()) added to col[0, W); labels compared by their bits.
+  void row_edges(const label_t* lb, int64_t y, int32_t* col) {
     using bits_t = std::conditional_t<sizeof(label_t) == 1, uint8_t,
                    std::conditional_t<sizeof(label_t) == 2, uint16_t,
                    std::conditional_t<sizeof(label_t) == 4, uint32_t, uint64_t>>>;
@@ -102,7 +101,7 @@ struct CpuFuzzySplit {
     const auto* cur = reinterpret_cast<const bits_t*>(lb + y * g.W);
     const auto* up = y > 0 ? cur - g.W : cur;  // out-of-image neighbours: the pixel itself
     const auto* down = y + 1 < g.H ? cur + g.W : cur;
-    rows.edges(up, cur, down, g.W, e);
+    rows.edge_counts(up, cur, down, g.W, col);
   }
 
   // Statistics of one strip of patches (patch row i of image b). `hist` has g.bins zeros on
@@ -118,8 +117,7 @@ struct CpuFuzzySplit {
     for (int64_t r = 0; r < hh; ++r) {
       const int64_t y = y0 + r;
       row_bins(im + y * g.W, plane, t.s.data(), t.q.data() + r * g.W, &saw_nan);
-      row_edges(lb, y, t.e.data());
-      for (int64_t x = 0; x < g.W; ++x) col[x] += t.e[x];
+      row_edges(lb, y, col);
     }
     if (saw_nan) nan.store(true, std::memory_order_relaxed);
     for (int64_t j = 0; j < g.Lw; ++j) {

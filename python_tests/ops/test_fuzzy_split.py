@@ -170,6 +170,29 @@ def test_bins_and_uint8_exact(gen, bins):
     assert_close_to_oracle(out, oracle_fuzzy_split(image, label, 8, 8, 0.9, bins), torch.uint8)
 
 
+@pytest.mark.parametrize("device", cpu_and_cuda())
+@pytest.mark.parametrize("bins", [2, 255, 256, 1000, 21931, 21932, 65536])
+@pytest.mark.parametrize("C", [1, 3])
+def test_uint8_bin_edges_exact(bins, C, device):
+    # every pair of neighbouring channel sums (s - 1, s) is one (1, 2) patch: its entropy is 0
+    # when the exact integer rule puts both in one bin and ln 2 when not, so the kernel's bins
+    # must split 0 .. 255 C exactly where bin_of_u8_sum does (21931 / 21932 at C = 3: the
+    # last bin count the AVX2 kernel computes in float32, and the first it looks up)
+    s = torch.arange(1, 255 * C + 1)
+    pairs = torch.stack([s - 1, s], dim=1).reshape(-1)  # row-major: (s-1, s) side by side
+    width = 36  # 18 pairs a row: four 8-pixel vector blocks and a 4-pixel scalar tail
+    pairs = torch.cat([pairs, pairs[:2].repeat((-len(pairs)) % width // 2)])
+    sums = pairs.reshape(-1, width)
+    channels = [sums // C + (c < sums % C).long() for c in range(C)]  # values <= 255 that add up to s
+    image = torch.stack(channels)[None].to(torch.uint8).to(device)
+    label = torch.zeros(1, *sums.shape, dtype=torch.long, device=device)
+    out = dale_ext.fuzzy_split(image, label, patch_size=(1, 2), bins=bins)
+    a, b = sums[:, 0::2], sums[:, 1::2]
+    exact = lambda v: torch.clamp(v * bins // (255 * C), max=bins - 1)  # noqa: E731
+    want = torch.where(exact(a) == exact(b), 0.0, math.log(2.0))
+    torch.testing.assert_close(out.entropy[0].cpu().double(), want.double(), rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("bins", [255, 256, 1000, 65536])
 @pytest.mark.parametrize("C", [1, 3])
 def test_float32_bins_exact(gen, bins, C):
