@@ -207,6 +207,27 @@ def test_float32_bins_exact(gen, bins, C):
     assert_close_to_oracle(out, oracle_fuzzy_split(image, label, 8, 6, 0.9, bins), torch.float32)
 
 
+@pytest.mark.parametrize("device", cpu_and_cuda())
+@pytest.mark.parametrize("pw", [16, 17, 24, 31, 32, 33, 40])
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_patch_bin_range_from_any_column(device, pw, where):
+    # the CPU kernel finds each patch's lowest and highest bin 16 columns at a time, the rest of
+    # the columns one by one: a patch's 0s and 255s (two of each: a bin counted once adds
+    # 1 ln 1 = 0 and would not show) sit in its first or last column only; a missed bin changes
+    # the entropy of that patch, and of the next patch that meets it uncleared in the histogram
+    gen = torch.Generator().manual_seed(pw)
+    image = torch.randint(100, 151, (1, 1, 8, 2 * pw), generator=gen, dtype=torch.uint8)
+    image[..., pw:] = 128
+    col = 0 if where == "first" else pw - 1
+    image[0, 0, 1:3, col], image[0, 0, 5:7, col] = 0, 255
+    image[0, 0, 0, -1] = 0  # the right neighbour meets bin 0 too
+    label = torch.zeros(1, 8, 2 * pw, dtype=torch.long)
+    out = dale_ext.fuzzy_split(image.to(device), label.to(device), patch_size=(8, pw), bins=256)
+    want = oracle_fuzzy_split(image, label, 8, pw, 0.9, 256)["entropy"]
+    assert want[0, 0, 1] > 0.0
+    np.testing.assert_allclose(out.entropy.double().cpu().numpy(), want, rtol=0, atol=1e-6)
+
+
 def test_label_as_b1hw_and_bool(gen):
     image = random_image(gen, 2, 3, 20, 20, torch.float32)
     label = random_label(gen, 2, 20, 20, 2)
