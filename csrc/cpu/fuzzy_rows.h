@@ -19,10 +19,11 @@ struct FuzzyRowKernels {
   // `bins`; the AVX2 build computes most of them instead of looking them up).
   void (*bins_u8)(const uint8_t* src, int64_t plane, int64_t C, int64_t W, int bins, const uint16_t* table,
                   uint16_t* q);
-  // Sum over the bins v of one patch of c_v ln c_v (clogc[c] = c ln c), its rows `stride` apart
-  // in q. `hist` has `bins` zeros on entry and on exit.
+  // Sum over the bins v of one patch of c_v ln c_v (clogc[c] = c ln c for c = 0 .. rows*cols,
+  // dclogc[c] = clogc[c + 1] - clogc[c]), its rows `stride` apart in q. `hist` has `bins` zeros
+  // on entry and on exit.
   double (*patch_clogc)(const uint16_t* q, int64_t stride, int64_t rows, int64_t cols, int32_t* hist,
-                        const double* clogc);
+                        const double* clogc, const double* dclogc);
   // col[x] += 1 when pixel x of row `cur` has a 4-neighbour with another label. `up` and
   // `down` are the rows above and below (the row itself at the image border). Labels are
   // compared by their bits, so one kernel serves every integer type of a given width.

@@ -29,6 +29,7 @@ struct CpuFuzzySplit {
   std::vector<double> r64, e64;     // per-patch entropy and edge ratio, full precision
   std::vector<float> fm, nm;        // per-patch soft masks
   std::vector<double> clogc;        // c ln c for c = 0 .. ph*pw
+  std::vector<double> dclogc;       // clogc[c + 1] - clogc[c]
   std::vector<uint16_t> u8_table;   // uint8: channel sum -> bin, exact (grey_bin<uint8_t>)
   std::atomic<bool> nan{false};
   const cpu::FuzzyRowKernels& rows = cpu::fuzzy_row_kernels();
@@ -67,6 +68,8 @@ struct CpuFuzzySplit {
     clogc.resize(cmax + 1);
     clogc[0] = 0.0;
     for (int64_t c = 1; c <= cmax; ++c) clogc[c] = c * std::log(static_cast<double>(c));
+    dclogc.resize(cmax);
+    for (int64_t c = 0; c < cmax; ++c) dclogc[c] = clogc[c + 1] - clogc[c];
     if constexpr (std::is_same_v<scalar_t, uint8_t>) {
       u8_table.resize(255 * g.C + 1);
       for (int64_t v = 0; v <= 255 * g.C; ++v) u8_table[v] = static_cast<uint16_t>(bin_of_u8_sum(v, g.C, g.bins));
@@ -124,7 +127,8 @@ struct CpuFuzzySplit {
       const int64_t x0 = j * g.pw, ww = patch_extent(j, g.pw, g.W);
       int64_t edges = 0;
       for (int64_t x = x0; x < x0 + ww; ++x) edges += col[x];
-      const double sum = rows.patch_clogc(t.q.data() + x0, g.W, hh, ww, t.hist.data(), clogc.data());
+      const double sum = rows.patch_clogc(t.q.data() + x0, g.W, hh, ww, t.hist.data(), clogc.data(),
+                                          dclogc.data());
       const int64_t n = hh * ww;
       const int64_t p = (b * g.Lh + i) * g.Lw + j;
       r64[p] = entropy_from_clogc(sum, n);
