@@ -6,14 +6,16 @@ can come close to it or below it (non-temporal stores, reused output blocks).
 ``kernel_nocache`` is the kernel with the CPU output cache off (``dale_ext.output_cache``), so
 its outputs are allocated like the reference's: on glibc they may be mapped afresh on every call,
 and the page faults then cost more than the kernel (whether they occur varies from process to
-process)."""
+process).
+``test_fuzzy_split_paired`` times the kernel and the reference in turn, call by call, so both
+sides of its ratio see the same host (``conftest.run_paired``)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 import dale_ext
-from benchmarks.conftest import devices, run
+from benchmarks.conftest import devices, run, run_paired
 from dale_ext.reference import fuzzy_split as reference
 
 B, C, H, W = 24, 3, 224, 224
@@ -66,3 +68,12 @@ def test_fuzzy_split(benchmark, gen, device, dtype, impl):
     benchmark.extra_info.update(op="fuzzy_split", impl=impl, device=device)
     fn = IMPLS[impl]
     run(benchmark, lambda: fn(image, label), device)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8], ids=["float32", "uint8"])
+@pytest.mark.parametrize("device", devices())
+def test_fuzzy_split_paired(benchmark, gen, device, dtype):
+    image, label = make_inputs(gen, dtype, device)
+    benchmark.group = f"fuzzy_split {device} {str(dtype).replace('torch.', '')} B={B} {C}x{H}x{W} paired"
+    benchmark.extra_info.update(op="fuzzy_split", device=device)
+    run_paired(benchmark, {impl: (lambda f=IMPLS[impl]: f(image, label)) for impl in ("kernel", "reference")}, device)

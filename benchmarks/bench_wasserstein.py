@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import dale_ext
-from benchmarks.conftest import devices, run
+from benchmarks.conftest import devices, run, run_paired
 from dale_ext.reference import wasserstein_loss as reference_loss
 
 SHAPES = [(8, 64, 56, 56, 2), (24, 64, 112, 112, 2), (4, 128, 32, 32, 9)]
@@ -67,3 +67,22 @@ def test_wasserstein_loss_fwd_bwd(benchmark, gen, device, shape, impl):
         return xx.grad
 
     run(benchmark, step, device, rounds=10 if device == "cpu" else 50)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("device", devices())
+def test_wasserstein_loss_fwd_bwd_paired(benchmark, gen, device, shape):
+    """The kernel and both references timed in turn, call by call (conftest.run_paired)."""
+    x, lx, t, lt, w = make_inputs(gen, shape, device)
+    B, D, H, W, C = shape
+    benchmark.group = f"wasserstein_loss fwd+bwd {device} (B,D,H,W,C)=({B},{D},{H},{W},{C}) paired"
+    benchmark.extra_info.update(op="wasserstein_loss", device=device)
+
+    def step(fn):
+        xx = x.detach().requires_grad_()
+        fn(xx, lx, t, lt, w, C).backward()
+        return xx.grad
+
+    impls = ("kernel", "reference", "reference_onehot")
+    run_paired(benchmark, {impl: (lambda f=IMPLS[impl]: step(f)) for impl in impls}, device,
+               rounds=10 if device == "cpu" else 50)

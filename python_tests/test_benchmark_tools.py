@@ -37,3 +37,41 @@ def test_probes_are_positive_and_leave_the_thread_count_alone():
     speedup, read = cpu_parallel_speedup(repeats=2), cpu_read_gbs(repeats=1)
     assert torch.get_num_threads() == threads
     assert 0.1 < speedup < 64 and 0.1 < read < 10_000
+
+
+def test_paired_table_takes_each_rounds_faster_reference(tmp_path):
+    group = "loss cpu paired"
+    times = {"kernel": [0.010, 0.020, 0.010], "reference": [0.050, 0.060, 0.030],
+             "reference_onehot": [0.040, 0.080, 0.040]}
+    data = {"benchmarks": [_bench("other", "kernel", 0.001), _bench("other", "reference", 0.002),
+                           _bench(group, "paired", 0.1, paired_s=times, cpu_read_gbs=[20.0, 25.0])]}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(data))
+    text = summarise(str(path))
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): [c.strip() for c in line.strip("|").split("|")]
+            for line in text.splitlines() if line.startswith("| loss cpu paired")}
+    assert (group, "paired") not in rows  # the round's total is not an implementation
+    # medians: kernel 10 ms, reference 50, one-hot 40 -> 4.00x; rounds: 40/10, 60/20, 30/10 -> 4, 3, 3 -> 3.00x
+    assert rows[(group, "kernel")][2:7] == ["10.00", "4.00x", "3.00x", "", "20-25"]
+    assert rows[(group, "reference")][3] == "0.80x"
+    assert "| other | kernel | 1.00 | 2.00x |" in text
+
+
+def test_run_paired_alternates_the_order_and_records_every_round():
+    from benchmarks.conftest import run_paired
+
+    calls = []
+
+    class FakeBenchmark:
+        extra_info: dict = {}
+
+        def pedantic(self, fn, rounds, iterations):
+            for _ in range(rounds):
+                fn()
+
+    fake = FakeBenchmark()
+    fake.extra_info = {}
+    times = run_paired(fake, {"kernel": lambda: calls.append("k"), "reference": lambda: calls.append("r")},
+                       "test", rounds=4, warmup_rounds=1)
+    assert calls == ["k", "r"] + ["k", "r", "r", "k", "k", "r", "r", "k"]
+    assert [len(t) for t in times.values()] == [4, 4] and fake.extra_info["paired_s"] is times
