@@ -36,6 +36,13 @@ def make_inputs(gen, shape, device):
     return [v.to(device) for v in (x, lx, t, lt, clean)]
 
 
+def fwd_bwd(fn, x, lx, t, lt, w, C):
+    """One training step's loss work: forward, and backward into a fresh leaf copy of ``x``."""
+    xx = x.detach().requires_grad_()
+    fn(xx, lx, t, lt, w, C).backward()
+    return xx.grad
+
+
 IMPLS = {
     "kernel": lambda x, lx, t, lt, w, C: dale_ext.wasserstein_loss(x, lx, t, lt, C, input_weights=w, perturbation=0.01),
     # the D x D matrix part (eigh) on the GPU (cuSOLVER) rather than the host, the default for CUDA
@@ -59,14 +66,7 @@ def test_wasserstein_loss_fwd_bwd(benchmark, gen, device, shape, impl):
     B, D, H, W, C = shape
     benchmark.group = f"wasserstein_loss fwd+bwd {device} (B,D,H,W,C)=({B},{D},{H},{W},{C})"
     benchmark.extra_info.update(op="wasserstein_loss", impl=impl, device=device)
-    fn = IMPLS[impl]
-
-    def step():
-        xx = x.detach().requires_grad_()
-        fn(xx, lx, t, lt, w, C).backward()
-        return xx.grad
-
-    run(benchmark, step, device, rounds=10 if device == "cpu" else 50)
+    run(benchmark, lambda: fwd_bwd(IMPLS[impl], x, lx, t, lt, w, C), device, rounds=10 if device == "cpu" else 50)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -77,12 +77,6 @@ def test_wasserstein_loss_fwd_bwd_paired(benchmark, gen, device, shape):
     B, D, H, W, C = shape
     benchmark.group = f"wasserstein_loss fwd+bwd {device} (B,D,H,W,C)=({B},{D},{H},{W},{C}) paired"
     benchmark.extra_info.update(op="wasserstein_loss", device=device)
-
-    def step(fn):
-        xx = x.detach().requires_grad_()
-        fn(xx, lx, t, lt, w, C).backward()
-        return xx.grad
-
     impls = ("kernel", "reference", "reference_onehot")
-    run_paired(benchmark, {impl: (lambda f=IMPLS[impl]: step(f)) for impl in impls}, device,
+    run_paired(benchmark, {impl: (lambda f=IMPLS[impl]: fwd_bwd(f, x, lx, t, lt, w, C)) for impl in impls}, device,
                rounds=10 if device == "cpu" else 50)

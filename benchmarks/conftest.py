@@ -36,22 +36,28 @@ def run(benchmark, fn, device: str, rounds: int = 30, warmup_rounds: int = 3):
     """Time ``fn`` (synchronised on CUDA) with pedantic rounds, after warm-up. On the CPU the
     host is probed before and after (``parallel_probe.py``: the development VM sometimes gives a
     process's two threads one core's worth of time, and its memory bandwidth comes and goes)."""
-    benchmark.extra_info.update(torch=torch.__version__, build=dale_ext.build_info())
-    if device == "cuda":
-        benchmark.extra_info["gpu"] = torch.cuda.get_device_name()
-
     def call():
         out = fn()
         synchronize(device)
         return out
 
-    probe = (lambda: (cpu_parallel_speedup(), cpu_read_gbs())) if device == "cpu" else None
-    before = probe() if probe else None
-    result = benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=warmup_rounds)
-    if probe:
-        after = probe()
-        benchmark.extra_info["cpu_parallel_speedup"] = [before[0], after[0]]
-        benchmark.extra_info["cpu_read_gbs"] = [before[1], after[1]]
+    return _timed(benchmark, device, lambda: benchmark.pedantic(call, rounds=rounds, iterations=1,
+                                                                warmup_rounds=warmup_rounds))
+
+
+def _timed(benchmark, device: str, timing: Callable[[], object]):
+    """Runs ``timing`` (a benchmark.pedantic call) with the versions in extra_info and, on the
+    CPU, the host probes taken before and after it."""
+    benchmark.extra_info.update(torch=torch.__version__, build=dale_ext.build_info())
+    if device == "cuda":
+        benchmark.extra_info["gpu"] = torch.cuda.get_device_name()
+    if device != "cpu":
+        return timing()
+    before = (cpu_parallel_speedup(), cpu_read_gbs())
+    result = timing()
+    after = (cpu_parallel_speedup(), cpu_read_gbs())
+    benchmark.extra_info["cpu_parallel_speedup"] = [before[0], after[0]]
+    benchmark.extra_info["cpu_read_gbs"] = [before[1], after[1]]
     return result
 
 
@@ -80,10 +86,7 @@ def run_paired(benchmark, fns: dict[str, Callable[[], object]], device: str, rou
     much as the code; timed in turn, both sides of a ratio see the same host."""
     names = list(fns)
     times: dict[str, list[float]] = {name: [] for name in names}
-    benchmark.extra_info.update(torch=torch.__version__, build=dale_ext.build_info(), impl="paired",
-                                paired_order=names)
-    if device == "cuda":
-        benchmark.extra_info["gpu"] = torch.cuda.get_device_name()
+    benchmark.extra_info.update(impl="paired", paired_order=names)
 
     def one_round(record: bool, reverse: bool) -> None:
         for name in reversed(names) if reverse else names:
@@ -97,12 +100,7 @@ def run_paired(benchmark, fns: dict[str, Callable[[], object]], device: str, rou
     for i in range(warmup_rounds):
         one_round(record=False, reverse=i % 2 == 1)
     counter = iter(range(rounds))
-    probe = (lambda: (cpu_parallel_speedup(), cpu_read_gbs())) if device == "cpu" else None
-    before = probe() if probe else None
-    benchmark.pedantic(lambda: one_round(record=True, reverse=next(counter) % 2 == 1), rounds=rounds, iterations=1)
-    if probe:
-        after = probe()
-        benchmark.extra_info["cpu_parallel_speedup"] = [before[0], after[0]]
-        benchmark.extra_info["cpu_read_gbs"] = [before[1], after[1]]
+    _timed(benchmark, device, lambda: benchmark.pedantic(
+        lambda: one_round(record=True, reverse=next(counter) % 2 == 1), rounds=rounds, iterations=1))
     benchmark.extra_info["paired_s"] = times
     return times

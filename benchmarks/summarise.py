@@ -28,9 +28,7 @@ def summarise(path: str) -> str:
     speedups: dict[str, list[float]] = defaultdict(list)
     reads: dict[str, list[float]] = defaultdict(list)
     paired = [b for b in data["benchmarks"] if "paired_s" in b["extra_info"]]
-    for bench in data["benchmarks"]:
-        if "paired_s" in bench["extra_info"]:
-            continue
+    for bench in (b for b in data["benchmarks"] if "paired_s" not in b["extra_info"]):
         groups[bench["group"]][bench["extra_info"]["impl"]] = bench["stats"]["median"]
         speedups[bench["group"]] += bench["extra_info"].get("cpu_parallel_speedup", [])
         reads[bench["group"]] += bench["extra_info"].get("cpu_read_gbs", [])

@@ -63,14 +63,14 @@ def test_run_paired_alternates_the_order_and_records_every_round():
     calls = []
 
     class FakeBenchmark:
-        extra_info: dict = {}
+        def __init__(self):
+            self.extra_info = {}
 
         def pedantic(self, fn, rounds, iterations):
             for _ in range(rounds):
                 fn()
 
     fake = FakeBenchmark()
-    fake.extra_info = {}
     times = run_paired(fake, {"kernel": lambda: calls.append("k"), "reference": lambda: calls.append("r")},
                        "test", rounds=4, warmup_rounds=1)
     assert calls == ["k", "r"] + ["k", "r", "r", "k", "k", "r", "r", "k"]
