@@ -6,11 +6,13 @@
 // float64 features). Within a strip, each class's pixels form runs (lesions are blobs); the
 // runs are copied, centred and weighted into a compact D x m matrix, so each pixel counts for
 // its own class only (no one-hot) and the dense micro-kernels see long rows.
-//   pass 1: per class, sum of weights and weighted features;
-//   pass 2: per class, centred second moments with a symmetric micro-kernel (upper triangle);
+//   one pass: each class's pixels are collected across strips into a block (up to one strip's
+//   worth), which is centred by its own mean, multiplied by a symmetric micro-kernel (upper
+//   triangle), and merged into per-thread float64 moments (Chan, Golub and LeVeque's pairwise
+//   update): the features are read once, not once for the means and again for the moments;
 //   backward (one pass): dL/dx = w (2/n Gs x + (g_mu - 2 Gs mu)/n), Y = Gs X by a micro-kernel.
-// Strips accumulate in the compute type and are added into per-thread float64 sums, reduced in
-// thread order: deterministic for a given thread count.
+// Blocks accumulate in the compute type; the per-thread moments are merged in thread order:
+// deterministic for a given thread count.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -19,6 +21,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <type_traits>
 #include <vector>
@@ -79,16 +82,18 @@ template <typename T>
 struct Strip {
   int64_t D, Dp, L, Lp;
   int64_t b = 0, y0 = 0, x0 = 0, nrows = 0, ncols = 0;
-  std::vector<T> X, Z, Y, C, grad, w, sw, wc, gw;
+  std::vector<T> X, Z, Y, C, grad, w, gw;
   std::vector<int64_t> label;
   std::vector<std::vector<Run>> runs;  // per class
   std::vector<int64_t> count;          // pixels per class in the strip
-  std::vector<std::vector<T>> pending; // pass 2: per class, centred columns not yet multiplied
-  std::vector<int64_t> fill;           // columns in `pending`
+  std::vector<std::vector<T>> pending, pending_w;  // per class, the block's columns and weights
+  std::vector<int64_t> fill;                       // columns in `pending`
+  std::vector<T> shift;                            // a block's first estimate of its mean (D)
+  std::vector<double> centred_sum, delta;          // a block's sum of w (x - shift); mean step (D)
   Strip(int64_t D_, int64_t C_, int64_t L_)
       : D(D_), Dp(round_up(D_, cpu::kRowBlock)), L(L_), Lp(round_up(L_, cpu::kColBlock)), X(D_ * L_),
-        Z(Dp * Lp, T(0)), Y(Dp * Lp, T(0)), C(Dp * Dp, T(0)), grad(D_ * L_), w(L_), sw(L_), wc(L_), gw(L_),
-        label(L_), runs(C_), count(C_) {}
+        Z(Dp * Lp, T(0)), Y(Dp * Lp, T(0)), C(Dp * Dp, T(0)), grad(D_ * L_), w(L_), gw(L_),
+        label(L_), runs(C_), count(C_), shift(D_), centred_sum(D_), delta(D_) {}
 };
 
 // The calling thread's strip buffers, kept between calls (rebuilt when the shape changes): they
@@ -172,7 +177,6 @@ struct CpuStats {
         }
         s.label[k] = l;
         s.w[k] = wk;
-        s.sw[k] = wk > T(0) ? std::sqrt(wk) : T(0);
         if (l >= 0) {
           ++s.count[l];
           if (l == prev) {
@@ -184,12 +188,6 @@ struct CpuStats {
         prev = l;
       }
     }
-    // pixels that do not count (ignored, out of range, or past the image in a partial strip, where
-    // the buffer keeps an earlier strip's values) are zeros: the full-strip dot products of pass 1
-    // multiply them by a zero weight, and 0 * NaN would be NaN
-    for (int64_t k = 0; k < L; ++k)
-      if (s.label[k] < 0)
-        for (int64_t d = 0; d < g.D; ++d) s.X[d * L + k] = T(0);
     if (bad) bad_weight.store(true, std::memory_order_relaxed);
   }
 
@@ -226,57 +224,79 @@ struct CpuStats {
     return s.count[c];
   }
 
-  // Pass 1: per-slot counts (C) and weighted sums (C x D), float64.
-  void pass_sums(int64_t slots, std::vector<double>& counts, std::vector<double>& sums) {
-    run_strips(slots, [&](int64_t slot, Strip<T>& s) {
-      const int64_t L = sp.length();
-      for (int64_t c = 0; c < g.C; ++c) {
-        if (s.count[c] == 0) continue;
-        std::fill(s.wc.begin(), s.wc.end(), T(0));  // the class's weights over the strip
-        double n = 0;
-        for (const Run& run : s.runs[c])
-          for (int64_t k = run.start; k < run.start + run.length; ++k) {
-            s.wc[k] = s.w[k];
-            n += s.w[k];
-          }
-        counts[slot * g.C + c] += n;
-        double* sum = sums.data() + (slot * g.C + c) * g.D;
-        for (int64_t d = 0; d < g.D; ++d) sum[d] += dot(s.X.data() + d * L, s.wc.data(), L);
-      }
-    });
-  }
-
-  // Pass 2: per-slot centred second moments (C x D x D, upper triangle), float64.
-  // A class's centred columns are collected across strips (up to one strip's worth) before the
-  // symmetric micro-kernel runs, so it sees long rows even when classes form short runs.
-  void pass_moments(int64_t slots, const std::vector<T>& means, double* m2) {
-    auto flush = [&](int64_t slot, Strip<T>& s, int64_t c) {
-      const int64_t fill = s.fill[c], cols = round_up(fill, cpu::kColBlock);
-      if (fill == 0) return;
-      T* Z = s.pending[c].data();
-      for (int64_t d = 0; d < g.D; ++d) std::fill(Z + d * s.Lp + fill, Z + d * s.Lp + cols, T(0));
-      mk.syrk_upper(Z, s.Dp, cols, s.Lp, s.C.data());
-      double* a = m2 + (slot * g.C + c) * g.D * g.D;
-      for (int64_t i = 0; i < g.D; ++i)
-        for (int64_t j = i; j < g.D; ++j) a[i * g.D + j] += s.C[i * s.Dp + j];
-      s.fill[c] = 0;
-    };
+  // Per slot and class: weighted count n, mean (D) and centred second moments (D x D, upper
+  // triangle), float64, accumulated block by block in one read of the features.
+  void pass_moments(int64_t slots, double* n, double* mean, double* m2) {
     run_strips(
         slots,
         [&](int64_t slot, Strip<T>& s) {
           if (s.pending.empty()) {
             s.pending.assign(g.C, std::vector<T>(s.Dp * s.Lp, T(0)));
+            s.pending_w.assign(g.C, std::vector<T>(s.Lp, T(0)));
             s.fill.assign(g.C, 0);
           }
           for (int64_t c = 0; c < g.C; ++c) {
             if (s.count[c] == 0) continue;
-            if (s.fill[c] + s.count[c] > s.Lp) flush(slot, s, c);
-            s.fill[c] += append(s, c, means.data() + c * g.D, &s.sw, s.pending[c].data(), s.Lp, s.fill[c]);
+            if (s.fill[c] + s.count[c] > s.Lp) flush(slot, s, c, n, mean, m2);
+            T* pw = s.pending_w[c].data() + s.fill[c];
+            for (const Run& run : s.runs[c]) pw = std::copy_n(s.w.data() + run.start, run.length, pw);
+            s.fill[c] += append(s, c, nullptr, nullptr, s.pending[c].data(), s.Lp, s.fill[c]);
           }
         },
         [&](int64_t slot, Strip<T>& s) {
-          for (int64_t c = 0; c < g.C && !s.pending.empty(); ++c) flush(slot, s, c);
+          for (int64_t c = 0; c < g.C && !s.pending.empty(); ++c) flush(slot, s, c, n, mean, m2);
         });
+  }
+
+  // Merges class c's block (the raw columns in pending[c]) into the slot's moments. The block is
+  // centred by a first estimate of its mean (the float sums' quotient), and the small rest of the
+  // mean is then taken from the centred values: M2_b = sum w (x - s)(x - s)^T - n_b e e^T with
+  // e = sum w (x - s) / n_b, so a large offset of the features costs no accuracy. A block of zero
+  // weight adds nothing, unless its features are not finite (0 * NaN): then the mean is poisoned
+  // and the caller's finiteness check raises, as for any pixel that counts.
+  void flush(int64_t slot, Strip<T>& s, int64_t c, double* n, double* mean, double* m2) {
+    const int64_t fill = s.fill[c], cols = round_up(fill, cpu::kColBlock), D = g.D;
+    if (fill == 0) return;
+    s.fill[c] = 0;
+    T* Z = s.pending[c].data();
+    T* pw = s.pending_w[c].data();
+    double nb = 0.0;
+    for (int64_t j = 0; j < fill; ++j) nb += pw[j];
+    for (int64_t d = 0; d < D; ++d)
+      s.shift[d] = nb > 0 ? static_cast<T>(static_cast<double>(dot(Z + d * s.Lp, pw, fill)) / nb) : T(0);
+    for (int64_t j = 0; j < fill; ++j) pw[j] = pw[j] > T(0) ? std::sqrt(pw[j]) : T(0);  // sqrt(w), in place
+    bool finite = true;
+    for (int64_t d = 0; d < D; ++d) {
+      T* z = Z + d * s.Lp;
+      const T sd = s.shift[d];
+      for (int64_t j = 0; j < fill; ++j) z[j] = (z[j] - sd) * pw[j];
+      std::fill(z + fill, z + cols, T(0));
+      const double e = static_cast<double>(dot(z, pw, fill));  // sum w (x - shift)
+      finite &= std::isfinite(e);
+      s.centred_sum[d] = e;
+    }
+    const int64_t k = slot * g.C + c;
+    double* mu = mean + k * D;
+    if (!finite) {
+      mu[0] = std::numeric_limits<double>::quiet_NaN();
+      return;
+    }
+    if (!(nb > 0)) return;
+    mk.syrk_upper(Z, s.Dp, cols, s.Lp, s.C.data());
+    const double na = n[k], tot = na + nb, f = na * nb / tot;
+    std::vector<double>& e = s.centred_sum;
+    std::vector<double>& delta = s.delta;
+    for (int64_t d = 0; d < D; ++d) {
+      e[d] /= nb;                                   // block mean = shift + e
+      delta[d] = static_cast<double>(s.shift[d]) + e[d] - mu[d];  // block mean - running mean
+    }
+    double* a = m2 + k * D * D;
+    for (int64_t i = 0; i < D; ++i) {
+      const double ei = nb * e[i], di = f * delta[i];
+      for (int64_t j = i; j < D; ++j) a[i * D + j] += s.C[i * s.Dp + j] - ei * e[j] + di * delta[j];
+    }
+    for (int64_t d = 0; d < D; ++d) mu[d] += delta[d] * (nb / tot);
+    n[k] = tot;
   }
 
   // Runs fn(slot, strip) over all strips; each slot is one contiguous chunk of strips, run by
@@ -327,39 +347,49 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cpu(const at::Ten
     CpuStats<scalar_t> k(g, features.data_ptr<scalar_t>(), labels.data_ptr<int64_t>(),
                          w.defined() ? w.data_ptr<T>() : nullptr);
     const int64_t slots = thread_slots(k.strips());
-    std::vector<double> cnt(slots * g.C, 0.0), sum(slots * g.C * g.D, 0.0);
-    k.pass_sums(slots, cnt, sum);
-    TORCH_CHECK_VALUE(!k.bad_weight.load(), op, ": `weights` must be >= 0 and not NaN");
-    at::Tensor sums = at::zeros({g.C, g.D}, f64);
-    double* pc = counts.data_ptr<double>();
-    double* ps = sums.data_ptr<double>();
-    for (int64_t s = 0; s < slots; ++s) {  // fixed order: deterministic
-      for (int64_t c = 0; c < g.C; ++c) pc[c] += cnt[s * g.C + c];
-      for (int64_t i = 0; i < g.C * g.D; ++i) ps[i] += sum[s * g.C * g.D + i];
-    }
-    const at::Tensor safe = at::where(counts > 0, counts, at::ones_like(counts));
-    means = at::where((counts > 0).unsqueeze(1), sums / safe.unsqueeze(1), at::zeros_like(sums));
-    std::vector<T> mt(g.C * g.D);
-    const double* pm = means.data_ptr<double>();
-    for (int64_t i = 0; i < g.C * g.D; ++i) {
-      mt[i] = static_cast<T>(pm[i]);
-      finite &= std::isfinite(pm[i]);
-    }
-    // flushes add into the upper triangles; from the output cache, as it is large (C D^2 per slot)
+    // per slot: counts, means, upper triangles of the centred moments; the moments from the
+    // output cache, as they are large (C D^2 per slot)
+    std::vector<double> cnt(slots * g.C, 0.0), mom(slots * g.C * g.D, 0.0);
     at::Tensor acc_t = cpu::empty_cached({slots * g.C * g.D * g.D}, at::kDouble).zero_();
     double* acc = acc_t.data_ptr<double>();
-    k.pass_moments(slots, mt, acc);
-    // covariances: the slots' upper triangles summed in slot order, divided by the count,
-    // mirrored; one pass (on CUDA: sums_reduce_kernel and finish_covs_kernel)
-    double* out = covs.data_ptr<double>();
+    k.pass_moments(slots, cnt.data(), mom.data(), acc);
+    TORCH_CHECK_VALUE(!k.bad_weight.load(), op, ": `weights` must be >= 0 and not NaN");
+    // the slots merged in slot order (deterministic) by the same pairwise update, into slot 0's
+    // place, then divided by the count and mirrored (on CUDA: sums_reduce_kernel and
+    // finish_covs_kernel)
     const int64_t DD = g.D * g.D;
+    std::vector<double> delta(g.D);
     for (int64_t c = 0; c < g.C; ++c) {
-      const double n = pc[c];
+      double* n0 = &cnt[c];
+      double* mu0 = &mom[c * g.D];
+      double* a0 = acc + c * DD;
+      for (int64_t s = 0; s < slots; ++s)
+        for (int64_t d = 0; d < g.D; ++d) finite &= std::isfinite(mom[(s * g.C + c) * g.D + d]);
+      for (int64_t s = 1; s < slots; ++s) {
+        const double nb = cnt[s * g.C + c];
+        if (!(nb > 0)) continue;
+        const double tot = *n0 + nb, f = *n0 * nb / tot;
+        const double* mub = &mom[(s * g.C + c) * g.D];
+        const double* ab = acc + (s * g.C + c) * DD;
+        for (int64_t d = 0; d < g.D; ++d) delta[d] = mub[d] - mu0[d];
+        for (int64_t i = 0; i < g.D; ++i)
+          for (int64_t j = i; j < g.D; ++j) a0[i * g.D + j] += ab[i * g.D + j] + f * delta[i] * delta[j];
+        for (int64_t d = 0; d < g.D; ++d) mu0[d] += delta[d] * (nb / tot);
+        *n0 = tot;
+      }
+    }
+    double* pc = counts.data_ptr<double>();
+    means = at::zeros({g.C, g.D}, f64);
+    double* pm = means.data_ptr<double>();
+    double* out = covs.data_ptr<double>();
+    for (int64_t c = 0; c < g.C; ++c) {
+      const double n = cnt[c];
+      pc[c] = n;
+      for (int64_t d = 0; d < g.D; ++d) pm[c * g.D + d] = n > 0 ? mom[c * g.D + d] : 0.0;
+      const double* a = acc + c * DD;
       for (int64_t i = 0; i < g.D; ++i)
         for (int64_t j = i; j < g.D; ++j) {
-          double v = 0.0;
-          for (int64_t s = 0; s < slots; ++s) v += acc[(s * g.C + c) * DD + i * g.D + j];
-          v = n > 0 ? v / n : 0.0;
+          const double v = n > 0 ? a[i * g.D + j] / n : 0.0;
           finite &= std::isfinite(v);
           out[c * DD + i * g.D + j] = v;
           out[c * DD + j * g.D + i] = v;

@@ -194,7 +194,7 @@ def test_class_gaussians_half_inputs(gen, dtype):
 
 
 def test_class_gaussians_large_mean_is_numerically_sound(gen):
-    """Two-pass centring: a mean of 1e4 on unit variance keeps the covariance in float32."""
+    """Centred accumulation: a mean of 1e4 on unit variance keeps the covariance in float32."""
     x = torch.randn(2, 4, 32, 32, generator=gen) + 1e4
     lab = torch.zeros(2, 32, 32, dtype=torch.long)
     got = dale_ext.class_gaussians(x, lab, 1).covs[0]
@@ -224,6 +224,24 @@ def test_class_gaussians_merges_many_strips(gen, threads):
             assert rel(got.counts, n) < tol and rel(got.means, mu) < tol and rel(got.covs, cov) < tol, dtype
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_class_gaussians_small_spread_on_large_offset(gen, threads):
+    """float32 features 1e3 + 0.01 noise: each block of columns is centred by a first estimate of
+    its mean from float sums (off by ~1e-4 here, a hundredth of the spread), and the rest of the
+    mean must be taken from the centred values, or the covariance is off by ~1e-4 relative."""
+    B, D, H, W, C = 2, 64, 96, 80, 2
+    x = (torch.randn(B, D, H, W, generator=gen, dtype=torch.float64) * 0.01 + 1e3).float()
+    lab = blob_labels(gen, B, H, W, C)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = dale_ext.class_gaussians(x, lab, C)
+    finally:
+        torch.set_num_threads(before)
+    n, mu, cov = oracle_stats(x, lab, C)  # on the same (rounded) values
+    assert rel(got.means, mu) < 1e-6 and rel(got.covs, cov) < 1e-6  # 4e-8 (two-pass float32: 3e-5)
 
 
 def test_class_gaussians_gradcheck(gen):
