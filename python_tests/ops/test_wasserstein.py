@@ -244,6 +244,39 @@ def test_class_gaussians_small_spread_on_large_offset(gen, threads):
     assert rel(got.means, mu) < 1e-6 and rel(got.covs, cov) < 1e-6  # 4e-8 (two-pass float32: 3e-5)
 
 
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(
+    D=st.sampled_from([1, 4, 5, 17, 64]), H=st.integers(1, 40), W=st.sampled_from([3, 31, 300, 2600]),
+    C=st.integers(1, 4), log_offset=st.floats(0, 5), log_spread=st.floats(-3, 3), weighted=st.booleans(),
+    threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**31 - 1),
+)
+def test_fuzz_class_gaussians_offset_against_spread(D, H, W, C, log_offset, log_spread, weighted, threads, seed):
+    """float32 features whose class means lie up to 1e5 spreads from 0, in strips of every length
+    (W up to past one strip's row, so classes' blocks are collected across strips and flushed):
+    the one-pass moments (block centred by its float mean, the rest of the mean from the centred
+    values, Chan merges) against float64 numpy on the same rounded values. CPU only: the CUDA
+    kernel is two-pass (fuzzed for scale, not for this ratio, in the tests above)."""
+    g = torch.Generator().manual_seed(seed)
+    spread = 10.0 ** log_spread
+    centres = torch.randn(C, D, generator=g, dtype=torch.float64) * spread * 10.0 ** log_offset
+    lab = torch.randint(0, C, (2, -(-H // 3), -(-W // 7)), generator=g)
+    lab = lab.repeat_interleave(3, 1)[:, :H].repeat_interleave(7, 2)[:, :, :W]
+    x = torch.randn(2, D, H, W, generator=g, dtype=torch.float64) * spread + centres[lab].permute(0, 3, 1, 2)
+    x = x.float()
+    w = torch.rand(2, H, W, generator=g).float() if weighted else None
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = dale_ext.class_gaussians(x, lab, C, weights=w)
+    finally:
+        torch.set_num_threads(before)
+    n, mu, cov = oracle_stats(x, lab, C, w)
+    assert np.abs(got.counts.double().numpy() - n).max() <= 1e-5 * max(n.max(), 1.0)
+    assert rel(got.means, mu) < 1e-6
+    # covariance error against the spread's scale (a class's covariance may be all but zero)
+    assert np.abs(got.covs.double().numpy() - cov).max() <= 2e-6 * spread * spread
+
+
 def test_class_gaussians_gradcheck(gen):
     x, lab, w = make_case(gen, 2, 4, 5, 6, 3)
     x.requires_grad_()
