@@ -389,6 +389,62 @@ def test_gaussian_w2_batch_mixes_cholesky_and_eigh_classes(gen):
         np.testing.assert_allclose(batched[2][i].numpy(), want_g2, rtol=1e-7, atol=1e-8)
 
 
+def test_gaussian_w2_classes_scheduled_in_windows(gen):
+    """The CPU op takes each class's decomposition and its gradient products as separate tasks,
+    in windows of at most 32 MiB of factors (13 classes at D = 400): 15 classes with a rank-
+    deficient S1 in each window equal the oracle, and each class's result does not depend on
+    which worker took it when (the batch reversed gives the same bits). Against one thread only
+    to rounding: at this D, MKL inside a parallel region and MKL alone differ in the last bits
+    (2e-13; 2e-10 relative on the two-eigh route; the static split did the same)."""
+    D, n = 400, 15
+    m1, m2 = torch.randn(n, D, generator=gen, dtype=torch.float64), torch.randn(n, D, generator=gen, dtype=torch.float64)
+    S1 = random_spd(gen, n, D) + 0.05 * torch.eye(D, dtype=torch.float64)
+    S2 = random_spd(gen, n, D) + 0.05 * torch.eye(D, dtype=torch.float64)
+    for i in (2, 14):  # the two-eigh route, once per window
+        A = torch.randn(D, 30, generator=gen, dtype=torch.float64)
+        S1[i] = A @ A.T
+    op = torch.ops.dale_ext._gaussian_w2.default
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        scheduled = op(m1, S1, m2, S2, True, True)
+        reversed_ = op(m1.flip(0), S1.flip(0), m2.flip(0), S2.flip(0), True, True)
+        torch.set_num_threads(1)
+        serial = op(m1, S1, m2, S2, True, True)
+    finally:
+        torch.set_num_threads(threads)
+    for x, y, z in zip(scheduled, reversed_, serial):
+        assert torch.equal(x, y.flip(0))
+        torch.testing.assert_close(x, z, rtol=1e-8, atol=1e-8)
+    checked = (0, 2, 13, 14)  # both routes, both windows (the oracle's sqrtm takes ~0.5 s a class)
+    want = [oracle_w2(m1[i].numpy(), S1[i].numpy(), m2[i].numpy(), S2[i].numpy()) for i in checked]
+    assert rel(scheduled[0][list(checked)], want) < 1e-8
+    for i in checked:  # the gradients against float64 autograd
+        a, b = S1[i].clone().requires_grad_(), S2[i].clone().requires_grad_()
+        ga, gb = torch.autograd.grad(reference.gaussian_w2(m1[i], a, m2[i], b), (a, b))
+        if i not in (2, 14):  # dW2/dS1 of a singular S1 is a pseudo-inverse choice, not autograd's
+            torch.testing.assert_close(scheduled[1][i], ga, rtol=1e-6, atol=1e-8)
+        torch.testing.assert_close(scheduled[2][i], gb, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gaussian_w2_failing_class_raises_without_hanging(gen, threads):
+    """A class whose decomposition throws (NaN through the unchecked op: LAPACK fails to
+    converge) raises from the op while the other worker waits for that class's products."""
+    D, n = 16, 9
+    m = torch.randn(n, D, generator=gen, dtype=torch.float64)
+    S = random_spd(gen, n, D) + 0.1 * torch.eye(D, dtype=torch.float64)
+    bad = S.clone()
+    bad[4, 0, 0] = float("nan")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with pytest.raises(RuntimeError, match="eigh"):
+            torch.ops.dale_ext._gaussian_w2.default(m, bad, m.flip(0), S.flip(0), True, True)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_gaussian_w2_op_checks_mean_shapes():
     """The op itself (not only the Python wrapper) requires the means' leading dims to be the
     covariances': the CPU kernel indexes them per class (a (1, 1, D) mean against 20000
