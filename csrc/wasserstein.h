@@ -36,7 +36,9 @@ Geometry check_inputs(const at::Tensor& features, const at::Tensor& labels,
 // Per-class coefficients of the one-pass feature gradient (float64, on the statistics' device):
 // dL/dx = w * (scale_c * (Gs_c x) + bias_c), Gs_c = sym(grad_cov_c), scale_c = 2 / n_c,
 // bias_c = (grad_mean_c - 2 Gs_c mu_c) / n_c, and for the weight gradient
-// gmu_c = Gs_c mu_c and trace_c = <Gs_c, cov_c>.
+// gmu_c = Gs_c mu_c and trace_c = <Gs_c, cov_c>. The CUDA path's; the CPU kernel computes the
+// same per class in parallel (CpuStatsBackward::set_coefficients), as these serial ATen ops
+// were ~15 % of its backward at 9 classes of D = 128.
 struct BackwardCoefficients {
   at::Tensor G;      // (C, D, D) symmetrised grad_covs
   at::Tensor scale;  // (C,)

@@ -496,9 +496,7 @@ class _LossWithHostMatrix(torch.autograd.Function):
                 grads += [gm, g_t.mul_(a[:, None, None]).masked_fill_(skipped, 0.0)]
             if reduction == "none":  # the backward zeroes the skipped classes' incoming gradients
                 grads.insert(0, valid.to(torch.float64))
-            ctx.shapes = [g.shape for g in grads]
-            # to a device in one copy; on the CPU as they are (a cat is one more C x D x D pass)
-            ctx.grads = grads if dev.type == "cpu" else torch.cat([g.reshape(-1) for g in grads])
+            ctx.grads = grads  # host tensors; the backward sends them to a device in one copy
             ctx.dev = dev
             ctx.save_for_backward(parts[1], parts[2], parts[4], parts[5])  # for the first-order-only ties
         return _to_device(out, dev)
@@ -508,11 +506,10 @@ class _LossWithHostMatrix(torch.autograd.Function):
         out = [None] * 8
         if not (ctx.need_in or ctx.need_t):
             return tuple(out)
-        if isinstance(ctx.grads, list):  # CPU
-            grads = ctx.grads
-        else:
-            flat = _to_device(ctx.grads, ctx.dev)
-            grads = [part.view(shape) for part, shape in zip(flat.split([s.numel() for s in ctx.shapes]), ctx.shapes)]
+        grads = ctx.grads
+        if ctx.dev.type != "cpu":
+            flat = _to_device(torch.cat([g.reshape(-1) for g in grads]), ctx.dev)
+            grads = [part.view(g.shape) for part, g in zip(flat.split([g.numel() for g in grads]), grads)]
         if ctx.reduction == "none":  # one incoming gradient per class; a skipped class's is dropped
             valid, *grads = grads     # (as in the composed loss), so a NaN there cannot reach its pixels
             grad = torch.where(valid > 0, grad.to(valid.dtype), 0.0)
