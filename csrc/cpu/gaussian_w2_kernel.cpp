@@ -9,10 +9,16 @@
 // then the gradient products, so that with 9 classes on 2 threads the thread that has run 4
 // decompositions does the others' products while the 5th runs (a static split left it idle for
 // a whole class; benchmarks/results/2026-12-07-cpu-gaussian-w2-tasks-ab.txt).
+// LAPACK is called directly (ATen's own wrappers in ATen/native/BatchLinearAlgebra.h) on plain
+// column-major buffers, with the eigensolver's workspace sized once per call: at::linalg_eigh and
+// at::linalg_cholesky_ex spent ~0.2 ms a class at D = 128 on copies, checks and workspace
+// queries around the ~0.9 ms of dsyevd (benchmarks/results/2026-12-07-cpu-gaussian-w2-lapack-ab.txt).
 #include "wasserstein.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Config.h>
 #include <ATen/Parallel.h>
+#include <ATen/native/BatchLinearAlgebra.h>
 
 #include <algorithm>
 #include <atomic>
@@ -20,80 +26,135 @@
 #include <thread>
 #include <vector>
 
+#if !AT_BUILD_WITH_LAPACK()
+#error "dale_ext's CPU gaussian_w2 needs a torch built with LAPACK (every official wheel is)"
+#endif
+
 namespace dale_ext {
 namespace w2 {
 namespace {
 
-// dst = 0.5 (src + src^T), both D x D row-major
+// All matrices below are D x D and symmetric where they come in or go out, so row- and
+// column-major storage agree there; the factors in between are column-major (LAPACK's order).
+
+// dst = 0.5 (src + src^T) (dst != src): a transpose in 8 x 8 tiles, then one contiguous pass
+// (the element-by-element form, with a strided read and write per entry, cost ~25 us at D = 128).
 void symmetrise_into(double* dst, const double* src, int64_t D) {
-  for (int64_t i = 0; i < D; ++i) {
-    dst[i * D + i] = src[i * D + i];
-    for (int64_t j = i + 1; j < D; ++j) dst[i * D + j] = dst[j * D + i] = 0.5 * (src[i * D + j] + src[j * D + i]);
-  }
+  constexpr int64_t kTile = 8;
+  for (int64_t i0 = 0; i0 < D; i0 += kTile)
+    for (int64_t j0 = 0; j0 < D; j0 += kTile) {
+      const int64_t i1 = std::min(i0 + kTile, D), j1 = std::min(j0 + kTile, D);
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t j = j0; j < j1; ++j) dst[j * D + i] = src[i * D + j];
+    }
+  for (int64_t k = 0; k < D * D; ++k) dst[k] = 0.5 * (dst[k] + src[k]);
 }
 
-// out = I - sym(X X^T) after scaling column j of X (in place) by s[j]
-void identity_minus_gram(at::Tensor& X, const double* s, double* out, int64_t D) {
-  double* x = X.data_ptr<double>();
-  for (int64_t i = 0; i < D; ++i)
-    for (int64_t j = 0; j < D; ++j) x[i * D + j] *= s[j];
-  const at::Tensor G = at::mm(X, X.t()).contiguous();
-  symmetrise_into(out, G.data_ptr<double>(), D);
+// C = op(A) op(B), column-major. A column-major buffer read as a row-major tensor is its
+// transpose, hence C^T = op(B)^T op(A)^T below; at::mm_out hands the transposes to BLAS as flags.
+void gemm(bool trans_a, bool trans_b, const double* A, const double* B, double* C, int64_t D) {
+  const auto opts = at::TensorOptions().dtype(at::kDouble);
+  const at::Tensor a = at::from_blob(const_cast<double*>(A), {D, D}, opts);
+  const at::Tensor b = at::from_blob(const_cast<double*>(B), {D, D}, opts);
+  at::Tensor c = at::from_blob(C, {D, D}, opts);
+  at::mm_out(c, trans_b ? b.t() : b, trans_a ? a.t() : a);
+}
+
+// out = I - sym(X X^T) after scaling column j of X (column-major, in place) by s[j]
+void identity_minus_gram(double* X, const double* s, double* out, double* scratch, int64_t D) {
+  for (int64_t j = 0; j < D; ++j)
+    for (int64_t i = 0; i < D; ++i) X[j * D + i] *= s[j];
+  gemm(false, true, X, X, scratch, D);
+  symmetrise_into(out, scratch, D);
   for (int64_t k = 0; k < D * D; ++k) out[k] = -out[k];
   for (int64_t i = 0; i < D; ++i) out[i * D + i] += 1.0;
 }
 
-// One class by the Cholesky route (see gaussian_w2_batched), in two steps.
-struct ClassState {
-  bool cholesky = false;  // false: the two-eigh route wrote the class in the first step
-  double base = 0.0;      // |m1 - m2|^2 + tr S1 + tr S2
-  at::Tensor L, lm, V;    // S1 = L L^T; eigenvalues (clamped at 0) and vectors of M = L^T S2 L
+// LAPACK's symmetric eigensolver (dsyevd) on one D x D matrix, with its workspace sized once.
+struct Eigensolver {
+  char jobz;
+  int n;
+  std::vector<double> work;
+  std::vector<int> iwork;
+  Eigensolver(int64_t D, bool vectors) : jobz(vectors ? 'V' : 'N'), n(static_cast<int>(D)) {
+    double lwork = 0;
+    int liwork = 0, info = 0;
+    at::native::lapackSyevd<double, double>(jobz, 'L', n, nullptr, std::max(1, n), nullptr, &lwork, -1, nullptr, 0,
+                                            &liwork, -1, &info);
+    TORCH_CHECK(info == 0, "gaussian_w2: dsyevd workspace query failed (info ", info, ")");
+    work.resize(static_cast<size_t>(lwork));
+    iwork.resize(static_cast<size_t>(std::max(liwork, 1)));
+  }
+  // Eigenvalues of M (ascending) into w; the vectors, when asked for, overwrite M.
+  void operator()(double* M, double* w) {
+    int info = 0;
+    at::native::lapackSyevd<double, double>(jobz, 'L', n, M, std::max(1, n), w, work.data(),
+                                            static_cast<int>(work.size()), nullptr, 0, iwork.data(),
+                                            static_cast<int>(iwork.size()), &info);
+    TORCH_CHECK(info >= 0, "gaussian_w2: dsyevd rejected argument ", -info);
+    TORCH_CHECK(info == 0, "gaussian_w2: the eigensolver failed to converge (dsyevd info ", info,
+                "); the covariances may be ill-conditioned or contain inf");
+  }
 };
 
-// Step 1: Cholesky, M, eigh. Returns false, writing nothing, when S1 is not numerically positive
-// definite (condition number above ~1e12): the caller then takes the two-eigh route.
+// One worker's buffers.
+struct Scratch {
+  std::vector<double> S2, T;
+  Eigensolver eig;
+  Scratch(int64_t D, bool vectors) : S2(D * D), T(D * D), eig(D, vectors) {}
+};
+
+// One class by the Cholesky route (see gaussian_w2_batched), in two steps.
+struct ClassState {
+  bool cholesky = false;      // false: the two-eigh route wrote the class in the first step
+  double base = 0.0;          // |m1 - m2|^2 + tr S1 + tr S2
+  std::vector<double> L, V;   // S1 = L L^T (lower, column-major); eigenvectors of M = L^T S2 L
+  std::vector<double> lm;     // eigenvalues of M, clamped at 0
+};
+
+// Step 1: Cholesky, M, eigh. Returns false when S1 is not numerically positive definite
+// (condition number above ~1e12): the caller then takes the two-eigh route.
 bool w2_decompose(const double* m1, const double* c1, const double* m2, const double* c2, int64_t D,
-                  bool want_vectors, ClassState& st) {
-  const auto opts = at::TensorOptions().dtype(at::kDouble);
-  at::Tensor S1 = at::empty({D, D}, opts), S2 = at::empty({D, D}, opts);
-  symmetrise_into(S1.data_ptr<double>(), c1, D);
-  symmetrise_into(S2.data_ptr<double>(), c2, D);
-
-  auto [L, info] = at::linalg_cholesky_ex(S1);
-  L = L.contiguous();
-  if (info.item<int>() != 0) return false;
-  const double* l = L.data_ptr<double>();
-  double dmin = l[0], dmax = l[0];
-  for (int64_t i = 1; i < D; ++i) {
-    dmin = std::min(dmin, l[i * D + i]);
-    dmax = std::max(dmax, l[i * D + i]);
-  }
-  if (!(dmin / dmax > kCholeskyMinDiagRatio)) return false;  // NaN fails too
-
+                  bool want_vectors, Scratch& t, ClassState& st) {
+  st.L.resize(D * D);
+  double* L = st.L.data();
+  double* S2 = t.S2.data();
+  symmetrise_into(L, c1, D);
+  symmetrise_into(S2, c2, D);
   st.base = 0.0;
   for (int64_t i = 0; i < D; ++i) {
     const double d = m1[i] - m2[i];
-    st.base += d * d + S1.data_ptr<double>()[i * D + i] + S2.data_ptr<double>()[i * D + i];
+    st.base += d * d + L[i * D + i] + S2[i * D + i];
   }
-  const at::Tensor T = at::mm(S2, L);
-  const at::Tensor LtT = at::mm(L.t(), T).contiguous();
-  at::Tensor M = at::empty({D, D}, opts);
-  symmetrise_into(M.data_ptr<double>(), LtT.data_ptr<double>(), D);
+  int info = 0;
+  at::native::lapackCholesky<double>('L', static_cast<int>(D), L, static_cast<int>(std::max<int64_t>(1, D)), &info);
+  if (info != 0) return false;  // not positive definite, or NaN
+  double dmin = L[0], dmax = L[0];
+  for (int64_t i = 1; i < D; ++i) {
+    dmin = std::min(dmin, L[i * D + i]);
+    dmax = std::max(dmax, L[i * D + i]);
+  }
+  if (!(dmin / dmax > kCholeskyMinDiagRatio)) return false;  // NaN fails too
+  for (int64_t j = 1; j < D; ++j) std::fill(L + j * D, L + j * D + j, 0.0);  // potrf leaves S1 above
 
-  if (want_vectors)
-    std::tie(st.lm, st.V) = at::linalg_eigh(M);
-  else
-    st.lm = at::linalg_eigvalsh(M);
-  st.lm = st.lm.clamp_min(0).contiguous();
-  st.L = std::move(L);
+  double* T = t.T.data();
+  gemm(false, false, S2, L, T, D);  // S2 L
+  st.V.resize(D * D);
+  double* M = st.V.data();
+  gemm(true, false, L, T, S2, D);   // L^T S2 L, into S2's buffer (S2 is not needed any more)
+  symmetrise_into(M, S2, D);
+  st.lm.resize(D);
+  t.eig(M, st.lm.data());
+  for (double& l : st.lm) l = std::max(l, 0.0);
+  if (!want_vectors) st.V = std::vector<double>();
   st.cholesky = true;
   return true;
 }
 
-// Step 2: W^2 and the wanted covariance gradients from the decomposition.
-void w2_finish(const ClassState& st, int64_t D, bool cov1_grad, bool cov2_grad, double* w2, double* g1,
+// Step 2: W^2 and the wanted covariance gradients from the decomposition (V is overwritten).
+void w2_finish(ClassState& st, int64_t D, bool cov1_grad, bool cov2_grad, Scratch& t, double* w2, double* g1,
                double* g2) {
-  const double* lam = st.lm.data_ptr<double>();
+  const double* lam = st.lm.data();
   double root_sum = 0.0, lmax = 0.0;
   for (int64_t i = 0; i < D; ++i) {
     root_sum += std::sqrt(lam[i]);
@@ -102,19 +163,22 @@ void w2_finish(const ClassState& st, int64_t D, bool cov1_grad, bool cov2_grad, 
   *w2 = std::max(st.base - 2.0 * root_sum, 0.0);  // rounding can leave -1e-16 for identical Gaussians
 
   std::vector<double> s(D);
+  double* W = t.T.data();
   // dW2/dS2 = I - L M^{-1/2} L^T = I - W diag(f) W^T with W = L V and f the pseudo-inverse
   // square root (0 on the numerical null space of M)
   if (cov2_grad) {
     const double tol = pinv_tolerance(lmax, D);
     for (int64_t i = 0; i < D; ++i) s[i] = lam[i] > tol ? std::pow(lam[i], -0.25) : 0.0;
-    at::Tensor W = at::mm(st.L, st.V).contiguous();
-    identity_minus_gram(W, s.data(), g2, D);
+    gemm(false, false, st.L.data(), st.V.data(), W, D);
+    identity_minus_gram(W, s.data(), g2, t.S2.data(), D);
   }
   // dW2/dS1 = I - L^{-T} M^{1/2} L^{-1} = I - U diag(sqrt(lm)) U^T with U = L^{-T} V
   if (cov1_grad) {
     for (int64_t i = 0; i < D; ++i) s[i] = std::pow(lam[i], 0.25);
-    at::Tensor U = at::linalg_solve_triangular(st.L.t(), st.V, /*upper=*/true).contiguous();
-    identity_minus_gram(U, s.data(), g1, D);
+    double* U = st.V.data();
+    const int n = static_cast<int>(D), ld = static_cast<int>(std::max<int64_t>(1, D));
+    at::native::blasTriangularSolve<double>('L', 'L', 'T', 'N', n, n, st.L.data(), ld, U, ld);
+    identity_minus_gram(U, s.data(), g1, t.S2.data(), D);
   }
 }
 
@@ -136,9 +200,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_cpu(const at::Tensor&
   double* w2p = w2.data_ptr<double>();
   auto g1_of = [&](int64_t i) { return cov1_grad ? g1.data_ptr<double>() + i * D * D : nullptr; };
   auto g2_of = [&](int64_t i) { return cov2_grad ? g2.data_ptr<double>() + i * D * D : nullptr; };
-  auto decompose = [&](int64_t i, ClassState& st) {
+  const bool want_vectors = cov1_grad || cov2_grad;
+  auto decompose = [&](int64_t i, Scratch& t, ClassState& st) {
     if (w2_decompose(m1.data_ptr<double>() + i * D, c1.data_ptr<double>() + i * D * D, m2.data_ptr<double>() + i * D,
-                     c2.data_ptr<double>() + i * D * D, D, cov1_grad || cov2_grad, st))
+                     c2.data_ptr<double>() + i * D * D, D, want_vectors, t, st))
       return;
     // ill-conditioned S1: eigh on both matrices, pseudo-inverses on the null spaces. Results
     // are written through pointers: a worker thread is not in the caller's inference mode,
@@ -165,10 +230,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_cpu(const at::Tensor&
     std::atomic<int64_t> next_decompose{0}, next_finish{0};
     std::atomic<bool> failed{false};  // a worker threw: the others stop waiting (parallel_for rethrows)
     at::parallel_for(0, std::min(workers, m), 1, [&](int64_t w0, int64_t w1) {
+      Scratch t(D, want_vectors);
       for (int64_t worker = w0; worker < w1; ++worker) {
         for (int64_t k; (k = next_decompose.fetch_add(1)) < m;) {
           try {
-            decompose(i0 + k, state[k]);
+            decompose(i0 + k, t, state[k]);
           } catch (...) {
             failed.store(true);
             throw;
@@ -181,7 +247,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_cpu(const at::Tensor&
             std::this_thread::yield();
           }
           const int64_t i = i0 + k;
-          if (state[k].cholesky) w2_finish(state[k], D, cov1_grad, cov2_grad, w2p + i, g1_of(i), g2_of(i));
+          if (state[k].cholesky) w2_finish(state[k], D, cov1_grad, cov2_grad, t, w2p + i, g1_of(i), g2_of(i));
           state[k] = ClassState();  // its matrices are not needed any more
         }
       }
