@@ -3,11 +3,20 @@
 // class's centred pixels). Useful multiply-adds: syrk D(D+1)/2 T, gemm D^2 T. Build and run:
 //   g++ -O3 -mavx2 -mfma -ffp-contract=fast -DDALE_MK_ISA=avx2 -Icsrc -c csrc/cpu/microkernels.cpp -o /tmp/mk.o
 //   g++ -O3 -DDALE_EXT_HAVE_AVX2 -Icsrc benchmarks/microkernels_bench.cpp /tmp/mk.o -o /tmp/mk && /tmp/mk
+// The AVX-512 set (ISA=avx512 picks it here):
+//   g++ -O3 -mavx512f -mavx512vl -mavx512dq -mavx512bw -mavx2 -mfma -ffp-contract=fast -DDALE_MK_ISA=avx512 \
+//       -DDALE_MK_VECTOR_BYTES=64 -Icsrc -c csrc/cpu/microkernels.cpp -o /tmp/mk512.o
+//   g++ -O3 -DDALE_EXT_HAVE_AVX512 -DISA=avx512 -Icsrc benchmarks/microkernels_bench.cpp /tmp/mk512.o -o /tmp/mk512
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <random>
 #include <vector>
+
+#ifndef ISA
+#define ISA avx2
+#define DALE_EXT_HAVE_AVX2
+#endif
 
 #include "cpu/microkernels.h"
 
@@ -26,14 +35,14 @@ double median_s(Fn&& fn, int reps) {
 template <typename T>
 void run(const dale_ext::cpu::MicroKernelsFor<T>& k, const char* type) {
   for (int64_t D : {64, 128})
-    for (int64_t T_ : {64, 160, 320, 640}) {
-      std::vector<T> Z(D * T_), C(D * D), G(D * D), Y(D * T_);
+    for (int64_t T_ : {64, 128, 160, 320, 640}) {
+      std::vector<T> Z(D * T_), C(D * D), G(D * D), Y(D * T_), S(dale_ext::cpu::syrk_scratch_size(D, T_));
       std::mt19937 rng(0);
       std::normal_distribution<T> n;
       for (auto& v : Z) v = n(rng);
       for (auto& v : G) v = n(rng);
       const int reps = static_cast<int>(20000000 / (D * D * T_)) + 1;
-      const double syrk = median_s([&] { k.syrk_upper(Z.data(), D, T_, T_, C.data()); }, reps);
+      const double syrk = median_s([&] { k.syrk_upper(Z.data(), D, T_, T_, C.data(), S.data()); }, reps);
       const double gemm = median_s([&] { k.gemm(G.data(), Z.data(), D, T_, T_, Y.data(), T_); }, reps);
       std::printf("%s D=%3ld T=%3ld  syrk %5.1f GFMA/s  gemm %5.1f GFMA/s\n", type, static_cast<long>(D),
                   static_cast<long>(T_), D * (D + 1) / 2.0 * T_ / syrk / 1e9, static_cast<double>(D * D * T_) / gemm / 1e9);
@@ -41,7 +50,7 @@ void run(const dale_ext::cpu::MicroKernelsFor<T>& k, const char* type) {
 }
 
 int main() {
-  const auto& mk = dale_ext::cpu::avx2::kernels;
+  const auto& mk = dale_ext::cpu::ISA::kernels;
   run(mk.f32, "float32");
   run(mk.f64, "float64");
 }

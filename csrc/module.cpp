@@ -3,6 +3,7 @@
 // users call the Python wrappers in dale_ext.ops, never this module.
 #include <pybind11/pybind11.h>
 
+#include "cpu/microkernels.h"
 #include "cpu/output_cache.h"
 
 #ifndef DALE_EXT_CUDA_BUILT
@@ -21,6 +22,8 @@ PYBIND11_MODULE(_C, m) {
     d["cuda_built"] = static_cast<bool>(DALE_EXT_CUDA_BUILT);
     d["torch_cuda"] = std::string(DALE_EXT_TORCH_CUDA);
     d["compiler"] = std::string(__VERSION__);
+    // the CPU micro-kernel set this process uses (DALE_EXT_CPU_ISA caps it)
+    d["cpu_kernels"] = std::string(dale_ext::cpu::microkernels_isa());
     return d;
   });
   m.def("output_cache_limit", &dale_ext::cpu::output_cache_limit);

@@ -1,12 +1,20 @@
-// The micro-kernels of microkernels.h, written with GCC/Clang vector extensions (32-byte vectors)
-// so that the same source compiles to SSE2 (baseline) or AVX2+FMA (DALE_MK_ISA=avx2). This file
-// must not include torch headers (see microkernels.h).
+// The micro-kernels of microkernels.h, written with GCC/Clang vector extensions so that the same
+// source compiles to SSE2 (baseline, 32-byte vectors), AVX2+FMA (DALE_MK_ISA=avx2, 32-byte) or
+// AVX-512 (DALE_MK_ISA=avx512 with DALE_MK_VECTOR_BYTES=64). This file must not include torch
+// headers (see microkernels.h).
 #include "cpu/microkernels.h"
 
 #include <cstring>
 
+#if DALE_MK_VECTOR_BYTES == 64
+#include <immintrin.h>
+#endif
+
 #ifndef DALE_MK_ISA
 #error "compile with -DDALE_MK_ISA=<namespace>"
+#endif
+#ifndef DALE_MK_VECTOR_BYTES
+#define DALE_MK_VECTOR_BYTES 32
 #endif
 
 namespace dale_ext {
@@ -18,13 +26,13 @@ template <typename T>
 struct V;
 template <>
 struct V<float> {
-  typedef float type __attribute__((vector_size(32)));
-  static constexpr int N = 8;
+  typedef float type __attribute__((vector_size(DALE_MK_VECTOR_BYTES)));
+  static constexpr int N = DALE_MK_VECTOR_BYTES / 4;
 };
 template <>
 struct V<double> {
-  typedef double type __attribute__((vector_size(32)));
-  static constexpr int N = 4;
+  typedef double type __attribute__((vector_size(DALE_MK_VECTOR_BYTES)));
+  static constexpr int N = DALE_MK_VECTOR_BYTES / 8;
 };
 
 template <typename T>
@@ -39,6 +47,21 @@ inline void store(T* p, typename V<T>::type v) {
 }
 // Horizontal sums as trees of whole-vector shuffles and adds (an element-by-element loop compiles
 // to scalar extractions through the stack: a quarter of the syrk's time at short rows).
+#if DALE_MK_VECTOR_BYTES == 64
+inline float hsum(V<float>::type v) {
+  v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+  v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+  return v[0];
+}
+inline double hsum(V<double>::type v) {
+  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+  v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+  return v[0];
+}
+#elif DALE_MK_VECTOR_BYTES == 32
 inline float hsum(V<float>::type v) {
   v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
   v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
@@ -50,15 +73,20 @@ inline double hsum(V<double>::type v) {
   v += __builtin_shufflevector(v, v, 1, 0, 3, 2);
   return v[0];
 }
+#else
+#error "DALE_MK_VECTOR_BYTES must be 32 or 64"
+#endif
 
-// The syrk's register tile: 4 x 3 blocks (12 accumulators) with AVX2's 16 vector registers, 4 x 2
-// otherwise (SSE2 emulates a 32-byte vector with two registers). See benchmarks/microkernels_bench.cpp.
-#ifdef __AVX2__
+// The dot-style syrk's register tile (32-byte builds): 4 x 3 blocks (12 accumulators) with AVX2's
+// 16 vector registers, 4 x 2 otherwise (SSE2 emulates a 32-byte vector with two registers). See
+// benchmarks/microkernels_bench.cpp.
+#if defined(__AVX2__)
 constexpr int kSyrkCols = 3;
 #else
 constexpr int kSyrkCols = 2;
 #endif
 
+#if DALE_MK_VECTOR_BYTES == 32
 // Entries (i0 + a, j0 + b), a < 4, b < J, of Z Z^T: 4J vector accumulators; each step loads the J
 // rows of the block and then each of the 4 rows once; one horizontal sum per entry at the end.
 template <typename T, int J>
@@ -78,61 +106,159 @@ inline void syrk_block(const T* zi, const T* zj, int64_t TT, int64_t ldz, T* c, 
   for (int a = 0; a < 4; ++a)
     for (int j = 0; j < J; ++j) c[a * ldc + j] = hsum(acc[a][j]);
 }
+#endif
 
-// Blocks of 4 rows against kSyrkCols rows, from the diagonal on (D - i0 is a multiple of 4, so a
-// row of blocks ends with 0, 1 or 2 rows left, done by narrower blocks).
+#if DALE_MK_VECTOR_BYTES == 64
+// AVX-512: outer products on a transposed copy. A dot-style tile ends in one horizontal sum per
+// entry, which with 16 lanes and a few hundred columns is as much work as the products; here
+// P = Z^T (TT x Dq, zero-padded to whole vectors) and a tile of R rows x CV vectors of C adds
+// P[t][i0 + a] * P[t][j0 ...] for every t. Each accumulator sums all TT products, so the
+// caller passes at most kSyrkMaxCols columns at a time (syrk_max_cols in microkernels.h).
+constexpr int kOuterRows = 8, kOuterVecs = 2;  // 16 accumulators (16 x 1 ran at half the speed)
+
+template <typename T, int R, int CV>
+inline void outer_block(const T* P, int64_t Dq, int64_t TT, int64_t i0, int64_t j0, int64_t D, T* C) {
+  using vec = typename V<T>::type;
+  constexpr int N = V<T>::N;
+  vec acc[R][CV] = {};
+  for (int64_t t = 0; t < TT; ++t) {
+    const T* p = P + t * Dq;
+    vec b[CV];
+    for (int v = 0; v < CV; ++v) b[v] = load(p + j0 + v * N);
+#pragma GCC unroll 8
+    for (int a = 0; a < R; ++a) {
+      const T pa = p[i0 + a];
+      for (int v = 0; v < CV; ++v) acc[a][v] += pa * b[v];
+    }
+  }
+  for (int a = 0; a < R; ++a)
+    for (int v = 0; v < CV; ++v) {
+      const int64_t j = j0 + v * N;
+      if (j + N <= D) {
+        store(C + (i0 + a) * D + j, acc[a][v]);
+      } else {
+        T tmp[N];
+        store(tmp, acc[a][v]);
+        for (int64_t k = 0; j + k < D; ++k) C[(i0 + a) * D + j + k] = tmp[k];
+      }
+    }
+}
+
+// Row block i0 against the vectors of columns from the one holding column i0 on (entries left
+// of the diagonal are spare work).
+template <typename T, int R>
+inline void outer_row(const T* P, int64_t Dq, int64_t TT, int64_t i0, int64_t D, T* C) {
+  constexpr int N = V<T>::N;
+  int64_t j0 = (i0 / N) * N;
+  for (; j0 + kOuterVecs * N <= Dq; j0 += kOuterVecs * N) outer_block<T, R, kOuterVecs>(P, Dq, TT, i0, j0, D, C);
+  for (; j0 < Dq; j0 += N) outer_block<T, R, 1>(P, Dq, TT, i0, j0, D, C);
+}
+
+// P[t * ldp + a] = Z[a * ldz + t] for a < N (one vector of rows), t < TT
+inline void gather_rows(const float* Z, int64_t ldz, int64_t TT, float* P, int64_t ldp) {
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(static_cast<int>(ldz)));
+  for (int64_t t = 0; t < TT; ++t) _mm512_storeu_ps(P + t * ldp, _mm512_i32gather_ps(idx, Z + t, 4));
+}
+inline void gather_rows(const double* Z, int64_t ldz, int64_t TT, double* P, int64_t ldp) {
+  const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(static_cast<int>(ldz)));
+  for (int64_t t = 0; t < TT; ++t) _mm512_storeu_pd(P + t * ldp, _mm512_i32gather_pd(idx, Z + t, 8));
+}
+
 template <typename T>
-void syrk_upper(const T* Z, int64_t D, int64_t TT, int64_t ldz, T* C) {
+void syrk_upper(const T* Z, int64_t D, int64_t TT, int64_t ldz, T* C, T* P) {
+  constexpr int N = V<T>::N;
+  const int64_t Dq = (D + N - 1) / N * N;
+  // the transpose by gathers: one vector of P (N rows of Z at one column) per instruction; an
+  // element-by-element copy took as long as the products at D = 128. Their indices are int32.
+  int64_t i0 = 0;
+  if (ldz <= 0x7fffffff / N)
+    for (; i0 + N <= D; i0 += N) gather_rows(Z + i0 * ldz, ldz, TT, P + i0, Dq);
+  for (int64_t t = 0; t < TT; ++t) {
+    for (int64_t i = i0; i < D; ++i) P[t * Dq + i] = Z[i * ldz + t];
+    for (int64_t i = D; i < Dq; ++i) P[t * Dq + i] = T(0);
+  }
+  i0 = 0;
+  for (; i0 + kOuterRows <= D; i0 += kOuterRows) outer_row<T, kOuterRows>(P, Dq, TT, i0, D, C);
+  for (; i0 < D; i0 += 4) outer_row<T, 4>(P, Dq, TT, i0, D, C);
+}
+constexpr int64_t kSyrkMaxCols = 128;  // products per float accumulator, as the 32-byte sets' lanes
+#else
+// Blocks of 4 rows against kSyrkCols rows, from the diagonal on (D - i0 is a multiple of 4, so a
+// row of blocks may end with a few rows left, done by blocks of 2 and 1).
+template <typename T>
+void syrk_upper(const T* Z, int64_t D, int64_t TT, int64_t ldz, T* C, T* /*scratch*/) {
   for (int64_t i0 = 0; i0 < D; i0 += 4) {
     const T* zi = Z + i0 * ldz;
     int64_t j0 = i0;
     for (; j0 + kSyrkCols <= D; j0 += kSyrkCols)
       syrk_block<T, kSyrkCols>(zi, Z + j0 * ldz, TT, ldz, C + i0 * D + j0, D);
-    if (D - j0 >= 2) {
-      syrk_block<T, 2>(zi, Z + j0 * ldz, TT, ldz, C + i0 * D + j0, D);
-      j0 += 2;
-    }
+    for (; D - j0 >= 2; j0 += 2) syrk_block<T, 2>(zi, Z + j0 * ldz, TT, ldz, C + i0 * D + j0, D);
     if (j0 < D) syrk_block<T, 1>(zi, Z + j0 * ldz, TT, ldz, C + i0 * D + j0, D);
   }
 }
+constexpr int64_t kSyrkMaxCols = 1024;  // a lane adds at most 1024 / 8 products (float, AVX2)
+#endif
 
-// Y = G X with 4 rows x 2 vectors of columns per block; the column strip of X (D rows x 2
-// vectors) stays in L1 while all row blocks of G pass over it.
-template <typename T>
-void gemm(const T* G, const T* X, int64_t D, int64_t TT, int64_t ldx, T* Y, int64_t ldy) {
+// Rows i0 .. i0 + R of Y = G X, columns t0 .. t0 + CV vectors: R x CV accumulators; the column
+// strip of X (D rows x CV vectors) stays in L1 while all row blocks of G pass over it.
+template <typename T, int R, int CV>
+inline void gemm_block(const T* G, const T* X, int64_t D, int64_t ldx, T* Y, int64_t ldy, int64_t i0, int64_t t0) {
   using vec = typename V<T>::type;
   constexpr int N = V<T>::N;
-  for (int64_t t0 = 0; t0 < TT; t0 += 2 * N) {
-    for (int64_t i0 = 0; i0 < D; i0 += 4) {
-      vec acc[4][2] = {};
-      const T* g = G + i0 * D;
-      for (int64_t d = 0; d < D; ++d) {
-        const vec x0 = load(X + d * ldx + t0), x1 = load(X + d * ldx + t0 + N);
-#pragma GCC unroll 4
-        for (int a = 0; a < 4; ++a) {
-          const T ga = g[a * D + d];
-          acc[a][0] += ga * x0;
-          acc[a][1] += ga * x1;
-        }
-      }
-      for (int a = 0; a < 4; ++a) {
-        store(Y + (i0 + a) * ldy + t0, acc[a][0]);
-        store(Y + (i0 + a) * ldy + t0 + N, acc[a][1]);
-      }
+  vec acc[R][CV] = {};
+  const T* g = G + i0 * D;
+  for (int64_t d = 0; d < D; ++d) {
+    vec x[CV];
+    for (int v = 0; v < CV; ++v) x[v] = load(X + d * ldx + t0 + v * N);
+#pragma GCC unroll 8
+    for (int a = 0; a < R; ++a) {
+      const T ga = g[a * D + d];
+      for (int v = 0; v < CV; ++v) acc[a][v] += ga * x[v];
     }
   }
+  for (int a = 0; a < R; ++a)
+    for (int v = 0; v < CV; ++v) store(Y + (i0 + a) * ldy + t0 + v * N, acc[a][v]);
 }
 
+// Y = G X in blocks of 4 rows x 2 vectors of columns (32-byte vectors), or 8 rows x 2 vectors
+// with a 1-vector tail (64-byte: one vector of floats is a whole kColBlock); D is a multiple of 4.
+template <typename T>
+void gemm(const T* G, const T* X, int64_t D, int64_t TT, int64_t ldx, T* Y, int64_t ldy) {
+  constexpr int N = V<T>::N;
+#if DALE_MK_VECTOR_BYTES == 64
+  int64_t t0 = 0;
+  for (; t0 + 2 * N <= TT; t0 += 2 * N) {
+    int64_t i0 = 0;
+    for (; i0 + 8 <= D; i0 += 8) gemm_block<T, 8, 2>(G, X, D, ldx, Y, ldy, i0, t0);
+    if (i0 < D) gemm_block<T, 4, 2>(G, X, D, ldx, Y, ldy, i0, t0);
+  }
+  for (; t0 < TT; t0 += N) {
+    int64_t i0 = 0;
+    for (; i0 + 8 <= D; i0 += 8) gemm_block<T, 8, 1>(G, X, D, ldx, Y, ldy, i0, t0);
+    if (i0 < D) gemm_block<T, 4, 1>(G, X, D, ldx, Y, ldy, i0, t0);
+  }
+#else
+  for (int64_t t0 = 0; t0 < TT; t0 += 2 * N)
+    for (int64_t i0 = 0; i0 < D; i0 += 4) gemm_block<T, 4, 2>(G, X, D, ldx, Y, ldy, i0, t0);
+#endif
+}
+
+#if DALE_MK_VECTOR_BYTES == 64
+static_assert(kRowBlock == 4 && kColBlock == V<float>::N && kColBlock % V<double>::N == 0,
+              "padding constants must match the block shapes above");
+#else
 static_assert(kRowBlock == 4 && kColBlock == 2 * V<float>::N && kColBlock % (2 * V<double>::N) == 0,
               "padding constants must match the block shapes above");
+#endif
 
 }  // namespace
 
 #define DALE_MK_STR2(x) #x
 #define DALE_MK_STR(x) DALE_MK_STR2(x)
 extern const MicroKernels kernels = {
-    {&syrk_upper<float>, &gemm<float>},
-    {&syrk_upper<double>, &gemm<double>},
+    {&syrk_upper<float>, &gemm<float>, kSyrkMaxCols},
+    {&syrk_upper<double>, &gemm<double>, kSyrkMaxCols},
     DALE_MK_STR(DALE_MK_ISA),
 };
 

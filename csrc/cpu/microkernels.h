@@ -1,5 +1,5 @@
 // Dense micro-kernels of the Wasserstein statistics (CPU). They are compiled once per
-// instruction set (baseline and, on x86-64, AVX2+FMA) in microkernels.cpp, a file that includes
+// instruction set (baseline and, on x86-64, AVX2+FMA and AVX-512) in microkernels.cpp, a file that includes
 // no torch header, so that no inline function compiled for AVX2 can be picked by the linker
 // for code that runs on older CPUs. microkernels() returns the best set for this CPU.
 //
@@ -15,13 +15,20 @@ namespace cpu {
 constexpr int64_t kRowBlock = 4;
 constexpr int64_t kColBlock = 16;
 
+// Scratch elements syrk_upper needs for D rows and T columns (D rounded up to 16 lanes).
+inline int64_t syrk_scratch_size(int64_t D, int64_t T_) { return (D + 15) / 16 * 16 * T_; }
+
 template <typename T>
 struct MicroKernelsFor {
   // C[i][j] = sum_t Z[i][t] Z[j][t] for the blocks with j >= i (the upper triangle and a few
-  // entries below it); Z is D x T with row stride ldz, C is D x D row-major.
-  void (*syrk_upper)(const T* Z, int64_t D, int64_t T_, int64_t ldz, T* C);
+  // entries below it); Z is D x T with row stride ldz, C is D x D row-major. `scratch` holds
+  // syrk_scratch_size(D, T) elements (the AVX-512 set transposes Z there).
+  void (*syrk_upper)(const T* Z, int64_t D, int64_t T_, int64_t ldz, T* C, T* scratch);
   // Y = G X; G is D x D row-major, X is D x T (row stride ldx), Y is D x T (row stride ldy).
   void (*gemm)(const T* G, const T* X, int64_t D, int64_t T_, int64_t ldx, T* Y, int64_t ldy);
+  // The most columns one syrk_upper call should take: the set's float accumulators then add at
+  // most ~128 products each (1024 for 8-lane dot products, 128 for outer products).
+  int64_t syrk_max_cols;
 };
 
 struct MicroKernels {
@@ -37,11 +44,16 @@ template <>
 inline const MicroKernelsFor<double>& MicroKernels::get<double>() const { return f64; }
 
 const MicroKernels& microkernels();
+// The name of the set microkernels() returns ("baseline", "avx2" or "avx512"), for build_info().
+const char* microkernels_isa();
 
 // One set per instruction set, defined in microkernels.cpp.
 namespace baseline { extern const MicroKernels kernels; }
 #ifdef DALE_EXT_HAVE_AVX2
 namespace avx2 { extern const MicroKernels kernels; }
+#endif
+#ifdef DALE_EXT_HAVE_AVX512
+namespace avx512 { extern const MicroKernels kernels; }
 #endif
 
 }  // namespace cpu

@@ -97,10 +97,12 @@ struct Strip {
   std::vector<int64_t> fill;                       // columns in `pending`
   std::vector<T> shift;                            // a block's first estimate of its mean (D)
   std::vector<double> centred_sum, delta;          // a block's sum of w (x - shift); mean step (D)
+  std::vector<T> syrk_scratch;                     // see MicroKernelsFor::syrk_upper
   Strip(int64_t D_, int64_t C_, int64_t L_)
       : D(D_), Dp(round_up(D_, cpu::kRowBlock)), L(L_), Lp(round_up(L_, cpu::kColBlock)), X(D_ * L_),
         Z(Dp * Lp, T(0)), Y(Dp * Lp, T(0)), C(Dp * Dp, T(0)), grad(D_ * L_), w(L_), gw(L_),
-        label(L_), runs(C_), count(C_), shift(D_), centred_sum(D_), delta(D_) {}
+        label(L_), runs(C_), count(C_), shift(D_), centred_sum(D_), delta(D_),
+        syrk_scratch(cpu::syrk_scratch_size(Dp, std::min(kChunk, Lp))) {}
 };
 
 // The calling thread's strip buffers, kept between calls (rebuilt when the shape changes): they
@@ -301,11 +303,14 @@ struct CpuStats {
       const double ei = nb * e[i], di = f * delta[i];
       for (int64_t j = i; j < D; ++j) a[i * D + j] += di * delta[j] - ei * e[j];
     }
-    // the block's sum of squares, kChunk columns at a time into double: a float lane then
-    // adds at most kChunk / 8 terms (a small-D strip holds up to 40,960 pixels, and 5,000
-    // float additions of quantised squares were off by 1e-5 relative; now ~1e-8)
-    for (int64_t c0 = 0; c0 < cols; c0 += kChunk) {
-      mk.syrk_upper(Z + c0, s.Dp, std::min(kChunk, cols - c0), s.Lp, s.C.data());
+    // the block's sum of squares, a chunk of columns at a time into double: a float
+    // accumulator then adds at most ~128 products (kChunk / 8 per lane for the dot-product
+    // micro-kernels, 128 per entry for the AVX-512 outer products; a small-D strip holds up to
+    // 40,960 pixels, and 5,000 float additions of quantised squares were off by 1e-5
+    // relative; now ~1e-8)
+    const int64_t chunk = std::min(kChunk, mk.syrk_max_cols);
+    for (int64_t c0 = 0; c0 < cols; c0 += chunk) {
+      mk.syrk_upper(Z + c0, s.Dp, std::min(chunk, cols - c0), s.Lp, s.C.data(), s.syrk_scratch.data());
       for (int64_t i = 0; i < D; ++i)
         for (int64_t j = i; j < D; ++j) a[i * D + j] += s.C[i * s.Dp + j];
     }

@@ -289,9 +289,10 @@ def test_baseline_and_best_cpu_isa_agree(gen):
         "torch.save([tuple(dale_ext.fuzzy_split(x,l,patch_size=12)), tuple(dale_ext.fuzzy_split(u,l.int()))], sys.argv[1])"
     )
     outs = results_under_each_cpu_isa(code)
-    for a, b in zip(outs[0], outs[1]):
-        for name, ta, tb in zip(FIELDS, a, b):
-            torch.testing.assert_close(ta, tb, rtol=0, atol=0, msg=name)
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            for name, ta, tb in zip(FIELDS, a, b):
+                torch.testing.assert_close(ta, tb, rtol=0, atol=0, msg=name)
 
 
 @pytest.mark.parametrize("classes", [2, 9])
