@@ -14,6 +14,7 @@
 // at::linalg_cholesky_ex spent ~0.2 ms a class at D = 128 on copies, checks and workspace
 // queries around the ~0.9 ms of dsyevd (benchmarks/results/2026-12-07-cpu-gaussian-w2-lapack-ab.txt).
 #include "wasserstein.h"
+#include "cpu/output_cache_tensor.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Config.h>
@@ -23,6 +24,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -99,10 +101,24 @@ struct Eigensolver {
 
 // One worker's buffers.
 struct Scratch {
+  int64_t D;
+  bool vectors;
   std::vector<double> S2, T;
   Eigensolver eig;
-  Scratch(int64_t D, bool vectors) : S2(D * D), T(D * D), eig(D, vectors) {}
+  Scratch(int64_t D_, bool vectors_) : D(D_), vectors(vectors_), S2(D_ * D_), T(D_ * D_), eig(D_, vectors_) {}
 };
+
+// Buffers of D x D doubles are 128 KiB at D = 128: glibc maps blocks that size afresh on every
+// allocation once its mmap threshold has followed them, and per-call buffers cost ~100-900 page
+// faults a loss call at (4,128,32,32,9). So each worker keeps its Scratch, and each calling
+// thread its ClassStates (below), between calls; a shape change rebuilds them.
+Scratch& worker_scratch(int64_t D, bool vectors) {
+  thread_local std::unique_ptr<Scratch> t;
+  if (!t || t->D != D || t->vectors != vectors) t = std::make_unique<Scratch>(D, vectors);
+  return *t;
+}
+
+constexpr int64_t kKeptStateBytes = int64_t{8} << 20;  // class states a calling thread keeps
 
 // One class by the Cholesky route (see gaussian_w2_batched), in two steps.
 struct ClassState {
@@ -116,6 +132,7 @@ struct ClassState {
 // (condition number above ~1e12): the caller then takes the two-eigh route.
 bool w2_decompose(const double* m1, const double* c1, const double* m2, const double* c2, int64_t D,
                   bool want_vectors, Scratch& t, ClassState& st) {
+  st.cholesky = false;  // the state may hold an earlier call's class
   st.L.resize(D * D);
   double* L = st.L.data();
   double* S2 = t.S2.data();
@@ -146,7 +163,6 @@ bool w2_decompose(const double* m1, const double* c1, const double* m2, const do
   st.lm.resize(D);
   t.eig(M, st.lm.data());
   for (double& l : st.lm) l = std::max(l, 0.0);
-  if (!want_vectors) st.V = std::vector<double>();
   st.cholesky = true;
   return true;
 }
@@ -182,6 +198,11 @@ void w2_finish(ClassState& st, int64_t D, bool cov1_grad, bool cov2_grad, Scratc
   }
 }
 
+std::vector<ClassState>& calling_thread_states() {
+  thread_local std::vector<ClassState> states;
+  return states;
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_cpu(const at::Tensor& mean1, const at::Tensor& cov1,
@@ -196,7 +217,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_cpu(const at::Tensor&
   const int64_t n = c1.size(0);
   const auto opts = c1.options();
   at::Tensor w2 = at::empty({n}, opts);
-  at::Tensor g1 = at::empty({cov1_grad ? n : 0, D, D}, opts), g2 = at::empty({cov2_grad ? n : 0, D, D}, opts);
+  // the gradients are n D^2 doubles (1.2 MB for 9 classes of 128): the output cache's blocks
+  at::Tensor g1 = cpu::empty_cached({cov1_grad ? n : 0, D, D}, at::kDouble),
+             g2 = cpu::empty_cached({cov2_grad ? n : 0, D, D}, at::kDouble);
   double* w2p = w2.data_ptr<double>();
   auto g1_of = [&](int64_t i) { return cov1_grad ? g1.data_ptr<double>() + i * D * D : nullptr; };
   auto g2_of = [&](int64_t i) { return cov2_grad ? g2.data_ptr<double>() + i * D * D : nullptr; };
@@ -222,7 +245,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_cpu(const at::Tensor&
   // doubles) at once: at most 32 MiB of them, and never fewer classes than workers.
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n));
   const int64_t window = std::max<int64_t>(workers, (int64_t{32} << 20) / std::max<int64_t>(1, 16 * D * D));
-  std::vector<ClassState> state(std::min(n, window));
+  // kept by the calling thread between calls, up to kKeptStateBytes (see worker_scratch); a
+  // plain reference, which the workers share (a thread_local named in the lambda would be theirs)
+  std::vector<ClassState>& state = calling_thread_states();
+  state.resize(std::min(n, window));
   std::vector<std::atomic<bool>> decomposed(state.size());
   for (int64_t i0 = 0; i0 < n; i0 += window) {
     const int64_t m = std::min(window, n - i0);
@@ -230,7 +256,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_cpu(const at::Tensor&
     std::atomic<int64_t> next_decompose{0}, next_finish{0};
     std::atomic<bool> failed{false};  // a worker threw: the others stop waiting (parallel_for rethrows)
     at::parallel_for(0, std::min(workers, m), 1, [&](int64_t w0, int64_t w1) {
-      Scratch t(D, want_vectors);
+      Scratch& t = worker_scratch(D, want_vectors);
       for (int64_t worker = w0; worker < w1; ++worker) {
         for (int64_t k; (k = next_decompose.fetch_add(1)) < m;) {
           try {
@@ -248,11 +274,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_cpu(const at::Tensor&
           }
           const int64_t i = i0 + k;
           if (state[k].cholesky) w2_finish(state[k], D, cov1_grad, cov2_grad, t, w2p + i, g1_of(i), g2_of(i));
-          state[k] = ClassState();  // its matrices are not needed any more
+          state[k].cholesky = false;  // done; its buffers stay for the next call
         }
       }
     });
   }
+  if (static_cast<int64_t>(state.size()) * 16 * D * D > kKeptStateBytes) std::vector<ClassState>().swap(state);
   const auto batch = cov1.sizes().slice(0, cov1.dim() - 2);
   const at::Tensor none = at::empty({0}, cov1.options().dtype(out_dtype));
   return {w2.view(batch).to(out_dtype), cov1_grad ? g1.view(cov1.sizes()).to(out_dtype) : none,

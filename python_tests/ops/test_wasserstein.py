@@ -459,6 +459,34 @@ def test_gaussian_w2_failing_class_raises_without_hanging(gen, threads):
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gaussian_w2_call_after_a_failed_call_is_exact(gen, threads):
+    """The CPU op keeps its per-class buffers between calls. A call that raised leaves classes
+    decomposed but never finished; the next call's classes at those places, here ones that take
+    the two-eigh route (rank-deficient S1), must not be finished from those stale buffers."""
+    D, n = 16, 9
+    m = torch.randn(n, D, generator=gen, dtype=torch.float64)
+    S = random_spd(gen, n, D) + 0.1 * torch.eye(D, dtype=torch.float64)
+    bad = S.clone()
+    bad[8, 0, 0] = float("nan")
+    A = torch.randn(n, D, 4, generator=gen, dtype=torch.float64)
+    low_rank = A @ A.transpose(1, 2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with pytest.raises(RuntimeError):
+            torch.ops.dale_ext._gaussian_w2.default(m, bad, m.flip(0), S.flip(0), True, True)
+        got, g1, g2 = torch.ops.dale_ext._gaussian_w2.default(m, low_rank, m.flip(0), S.flip(0), True, True)
+    finally:
+        torch.set_num_threads(before)
+    want = [oracle_w2(m[i].numpy(), low_rank[i].numpy(), m.flip(0)[i].numpy(), S.flip(0)[i].numpy()) for i in range(n)]
+    assert rel(got, want) < 1e-8
+    fresh = [torch.ops.dale_ext._gaussian_w2.default(m[i:i + 1], low_rank[i:i + 1], m.flip(0)[i:i + 1],
+                                                     S.flip(0)[i:i + 1], True, True) for i in range(n)]
+    for i in range(n):
+        assert torch.equal(g1[i], fresh[i][1][0]) and torch.equal(g2[i], fresh[i][2][0])
+
+
 def test_gaussian_w2_op_checks_mean_shapes():
     """The op itself (not only the Python wrapper) requires the means' leading dims to be the
     covariances': the CPU kernel indexes them per class (a (1, 1, D) mean against 20000
