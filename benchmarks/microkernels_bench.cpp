@@ -36,13 +36,14 @@ template <typename T>
 void run(const dale_ext::cpu::MicroKernelsFor<T>& k, const char* type) {
   for (int64_t D : {64, 128})
     for (int64_t T_ : {64, 128, 160, 320, 640}) {
-      std::vector<T> Z(D * T_), C(D * D), G(D * D), Y(D * T_), S(dale_ext::cpu::syrk_scratch_size(D, T_));
+      std::vector<T> Z(D * T_), G(D * D), Y(D * T_), S(dale_ext::cpu::syrk_scratch_size(D, T_));
+      std::vector<double> A(D * D);
       std::mt19937 rng(0);
       std::normal_distribution<T> n;
       for (auto& v : Z) v = n(rng);
       for (auto& v : G) v = n(rng);
       const int reps = static_cast<int>(20000000 / (D * D * T_)) + 1;
-      const double syrk = median_s([&] { k.syrk_upper(Z.data(), D, T_, T_, C.data(), S.data()); }, reps);
+      const double syrk = median_s([&] { k.syrk_upper(Z.data(), D, T_, T_, A.data(), D, D, S.data()); }, reps);
       const double gemm = median_s([&] { k.gemm(G.data(), Z.data(), D, T_, T_, Y.data(), T_); }, reps);
       std::printf("%s D=%3ld T=%3ld  syrk %5.1f GFMA/s  gemm %5.1f GFMA/s\n", type, static_cast<long>(D),
                   static_cast<long>(T_), D * (D + 1) / 2.0 * T_ / syrk / 1e9, static_cast<double>(D * D * T_) / gemm / 1e9);

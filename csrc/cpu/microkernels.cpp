@@ -86,25 +86,30 @@ constexpr int kSyrkCols = 3;
 constexpr int kSyrkCols = 2;
 #endif
 
+inline void acc_out(double* acc, int64_t ldacc, int64_t i, int64_t j, double v) { acc[i * ldacc + j] += v; }
+
 #if DALE_MK_VECTOR_BYTES == 32
 // Entries (i0 + a, j0 + b), a < 4, b < J, of Z Z^T: 4J vector accumulators; each step loads the J
-// rows of the block and then each of the 4 rows once; one horizontal sum per entry at the end.
+// rows of the block and then each of the 4 rows once; one horizontal sum per entry at the end,
+// added to acc (row stride ldacc) where the entry is on or above the diagonal and inside Dout.
 template <typename T, int J>
-inline void syrk_block(const T* zi, const T* zj, int64_t TT, int64_t ldz, T* c, int64_t ldc) {
+inline void syrk_block(const T* zi, const T* zj, int64_t TT, int64_t ldz, int64_t i0, int64_t j0, double* acc,
+                       int64_t Dout, int64_t ldacc) {
   using vec = typename V<T>::type;
   constexpr int N = V<T>::N;
-  vec acc[4][J] = {};
+  vec sums[4][J] = {};
   for (int64_t t = 0; t < TT; t += N) {
     vec b[J];
     for (int j = 0; j < J; ++j) b[j] = load(zj + j * ldz + t);
 #pragma GCC unroll 4
     for (int a = 0; a < 4; ++a) {
       const vec za = load(zi + a * ldz + t);
-      for (int j = 0; j < J; ++j) acc[a][j] += za * b[j];
+      for (int j = 0; j < J; ++j) sums[a][j] += za * b[j];
     }
   }
   for (int a = 0; a < 4; ++a)
-    for (int j = 0; j < J; ++j) c[a * ldc + j] = hsum(acc[a][j]);
+    for (int j = 0; j < J; ++j)
+      if (j0 + j >= i0 + a && i0 + a < Dout && j0 + j < Dout) acc_out(acc, ldacc, i0 + a, j0 + j, hsum(sums[a][j]));
 }
 #endif
 
@@ -117,10 +122,11 @@ inline void syrk_block(const T* zi, const T* zj, int64_t TT, int64_t ldz, T* c, 
 constexpr int kOuterRows = 8, kOuterVecs = 2;  // 16 accumulators (16 x 1 ran at half the speed)
 
 template <typename T, int R, int CV>
-inline void outer_block(const T* P, int64_t Dq, int64_t TT, int64_t i0, int64_t j0, int64_t D, T* C) {
+inline void outer_block(const T* P, int64_t Dq, int64_t TT, int64_t i0, int64_t j0, double* acc, int64_t Dout,
+                        int64_t ldacc) {
   using vec = typename V<T>::type;
   constexpr int N = V<T>::N;
-  vec acc[R][CV] = {};
+  vec sums[R][CV] = {};
   for (int64_t t = 0; t < TT; ++t) {
     const T* p = P + t * Dq;
     vec b[CV];
@@ -128,30 +134,30 @@ inline void outer_block(const T* P, int64_t Dq, int64_t TT, int64_t i0, int64_t 
 #pragma GCC unroll 8
     for (int a = 0; a < R; ++a) {
       const T pa = p[i0 + a];
-      for (int v = 0; v < CV; ++v) acc[a][v] += pa * b[v];
+      for (int v = 0; v < CV; ++v) sums[a][v] += pa * b[v];
     }
   }
-  for (int a = 0; a < R; ++a)
+  for (int a = 0; a < R && i0 + a < Dout; ++a)
     for (int v = 0; v < CV; ++v) {
+      T tmp[N];
+      store(tmp, sums[a][v]);
       const int64_t j = j0 + v * N;
-      if (j + N <= D) {
-        store(C + (i0 + a) * D + j, acc[a][v]);
-      } else {
-        T tmp[N];
-        store(tmp, acc[a][v]);
-        for (int64_t k = 0; j + k < D; ++k) C[(i0 + a) * D + j + k] = tmp[k];
-      }
+      const int64_t k0 = i0 + a > j ? i0 + a - j : 0, k1 = Dout - j < N ? Dout - j : N;
+      double* row = acc + (i0 + a) * ldacc + j;
+      for (int64_t k = k0; k < k1; ++k) row[k] += static_cast<double>(tmp[k]);
     }
 }
 
 // Row block i0 against the vectors of columns from the one holding column i0 on (entries left
 // of the diagonal are spare work).
 template <typename T, int R>
-inline void outer_row(const T* P, int64_t Dq, int64_t TT, int64_t i0, int64_t D, T* C) {
+inline void outer_row(const T* P, int64_t Dq, int64_t TT, int64_t i0, double* acc, int64_t Dout, int64_t ldacc) {
   constexpr int N = V<T>::N;
+  const int64_t Dv = (Dout + N - 1) / N * N;  // vectors holding output columns
   int64_t j0 = (i0 / N) * N;
-  for (; j0 + kOuterVecs * N <= Dq; j0 += kOuterVecs * N) outer_block<T, R, kOuterVecs>(P, Dq, TT, i0, j0, D, C);
-  for (; j0 < Dq; j0 += N) outer_block<T, R, 1>(P, Dq, TT, i0, j0, D, C);
+  for (; j0 + kOuterVecs * N <= Dv; j0 += kOuterVecs * N)
+    outer_block<T, R, kOuterVecs>(P, Dq, TT, i0, j0, acc, Dout, ldacc);
+  for (; j0 < Dv; j0 += N) outer_block<T, R, 1>(P, Dq, TT, i0, j0, acc, Dout, ldacc);
 }
 
 // P[t * ldp + a] = Z[a * ldz + t] for a < N (one vector of rows), t < TT
@@ -166,7 +172,7 @@ inline void gather_rows(const double* Z, int64_t ldz, int64_t TT, double* P, int
 }
 
 template <typename T>
-void syrk_upper(const T* Z, int64_t D, int64_t TT, int64_t ldz, T* C, T* P) {
+void syrk_upper(const T* Z, int64_t D, int64_t TT, int64_t ldz, double* acc, int64_t Dout, int64_t ldacc, T* P) {
   constexpr int N = V<T>::N;
   const int64_t Dq = (D + N - 1) / N * N;
   // the transpose by gathers: one vector of P (N rows of Z at one column) per instruction; an
@@ -179,22 +185,23 @@ void syrk_upper(const T* Z, int64_t D, int64_t TT, int64_t ldz, T* C, T* P) {
     for (int64_t i = D; i < Dq; ++i) P[t * Dq + i] = T(0);
   }
   i0 = 0;
-  for (; i0 + kOuterRows <= D; i0 += kOuterRows) outer_row<T, kOuterRows>(P, Dq, TT, i0, D, C);
-  for (; i0 < D; i0 += 4) outer_row<T, 4>(P, Dq, TT, i0, D, C);
+  for (; i0 + kOuterRows <= Dout; i0 += kOuterRows) outer_row<T, kOuterRows>(P, Dq, TT, i0, acc, Dout, ldacc);
+  for (; i0 < Dout; i0 += 4) outer_row<T, 4>(P, Dq, TT, i0, acc, Dout, ldacc);
 }
 constexpr int64_t kSyrkMaxCols = 128;  // products per float accumulator, as the 32-byte sets' lanes
 #else
 // Blocks of 4 rows against kSyrkCols rows, from the diagonal on (D - i0 is a multiple of 4, so a
 // row of blocks may end with a few rows left, done by blocks of 2 and 1).
 template <typename T>
-void syrk_upper(const T* Z, int64_t D, int64_t TT, int64_t ldz, T* C, T* /*scratch*/) {
-  for (int64_t i0 = 0; i0 < D; i0 += 4) {
+void syrk_upper(const T* Z, int64_t D, int64_t TT, int64_t ldz, double* acc, int64_t Dout, int64_t ldacc,
+                T* /*scratch*/) {
+  for (int64_t i0 = 0; i0 < Dout; i0 += 4) {
     const T* zi = Z + i0 * ldz;
     int64_t j0 = i0;
     for (; j0 + kSyrkCols <= D; j0 += kSyrkCols)
-      syrk_block<T, kSyrkCols>(zi, Z + j0 * ldz, TT, ldz, C + i0 * D + j0, D);
-    for (; D - j0 >= 2; j0 += 2) syrk_block<T, 2>(zi, Z + j0 * ldz, TT, ldz, C + i0 * D + j0, D);
-    if (j0 < D) syrk_block<T, 1>(zi, Z + j0 * ldz, TT, ldz, C + i0 * D + j0, D);
+      syrk_block<T, kSyrkCols>(zi, Z + j0 * ldz, TT, ldz, i0, j0, acc, Dout, ldacc);
+    for (; D - j0 >= 2; j0 += 2) syrk_block<T, 2>(zi, Z + j0 * ldz, TT, ldz, i0, j0, acc, Dout, ldacc);
+    if (j0 < D) syrk_block<T, 1>(zi, Z + j0 * ldz, TT, ldz, i0, j0, acc, Dout, ldacc);
   }
 }
 constexpr int64_t kSyrkMaxCols = 1024;  // a lane adds at most 1024 / 8 products (float, AVX2)

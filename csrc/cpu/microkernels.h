@@ -20,10 +20,11 @@ inline int64_t syrk_scratch_size(int64_t D, int64_t T_) { return (D + 15) / 16 *
 
 template <typename T>
 struct MicroKernelsFor {
-  // C[i][j] = sum_t Z[i][t] Z[j][t] for the blocks with j >= i (the upper triangle and a few
-  // entries below it); Z is D x T with row stride ldz, C is D x D row-major. `scratch` holds
-  // syrk_scratch_size(D, T) elements (the AVX-512 set transposes Z there).
-  void (*syrk_upper)(const T* Z, int64_t D, int64_t T_, int64_t ldz, T* C, T* scratch);
+  // acc[i][j] += sum_t Z[i][t] Z[j][t] for j >= i, i, j < Dout (each sum taken in T, added in
+  // double); Z is D x T with row stride ldz (D >= Dout, padded), acc has row stride ldacc.
+  // `scratch` holds syrk_scratch_size(D, T) elements (the AVX-512 set transposes Z there).
+  void (*syrk_upper)(const T* Z, int64_t D, int64_t T_, int64_t ldz, double* acc, int64_t Dout, int64_t ldacc,
+                     T* scratch);
   // Y = G X; G is D x D row-major, X is D x T (row stride ldx), Y is D x T (row stride ldy).
   void (*gemm)(const T* G, const T* X, int64_t D, int64_t T_, int64_t ldx, T* Y, int64_t ldy);
   // The most columns one syrk_upper call should take: the set's float accumulators then add at
