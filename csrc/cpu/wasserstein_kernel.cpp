@@ -366,8 +366,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> class_gaussians_cpu(const at::Ten
     // per slot: counts, means, upper triangles of the centred moments; the moments from the
     // output cache, as they are large (C D^2 per slot)
     std::vector<double> cnt(slots * g.C, 0.0), mom(slots * g.C * g.D, 0.0);
-    at::Tensor acc_t = cpu::empty_cached({slots * g.C * g.D * g.D}, at::kDouble).zero_();
+    at::Tensor acc_t = cpu::empty_cached({slots * g.C * g.D * g.D}, at::kDouble);
     double* acc = acc_t.data_ptr<double>();
+    // zeroed by the threads (a serial memset of 2.4 MB at 9 classes of D = 128 took ~0.1 ms)
+    at::parallel_for(0, acc_t.numel(), int64_t{1} << 16, [&](int64_t b, int64_t e) { std::fill(acc + b, acc + e, 0.0); });
     k.pass_moments(slots, cnt.data(), mom.data(), acc);
     TORCH_CHECK_VALUE(!k.bad_weight.load(), op, ": `weights` must be >= 0 and not NaN");
     // the slots merged in slot order (deterministic) by the same pairwise update, into slot 0's
