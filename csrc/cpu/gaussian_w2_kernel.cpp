@@ -39,9 +39,10 @@ namespace {
 // All matrices below are D x D and symmetric where they come in or go out, so row- and
 // column-major storage agree there; the factors in between are column-major (LAPACK's order).
 
-// dst = 0.5 (src + src^T) (dst != src): a transpose in 8 x 8 tiles, then one contiguous pass
-// (the element-by-element form, with a strided read and write per entry, cost ~25 us at D = 128).
-void symmetrise_into(double* dst, const double* src, int64_t D) {
+// dst = scale (src + src^T) (dst != src; scale 0.5 symmetrises): a transpose in 8 x 8 tiles, then
+// one contiguous pass (the element-by-element form, with a strided read and write per entry,
+// cost ~25 us at D = 128).
+void symmetrise_into(double* dst, const double* src, int64_t D, double scale = 0.5) {
   constexpr int64_t kTile = 8;
   for (int64_t i0 = 0; i0 < D; i0 += kTile)
     for (int64_t j0 = 0; j0 < D; j0 += kTile) {
@@ -49,7 +50,7 @@ void symmetrise_into(double* dst, const double* src, int64_t D) {
       for (int64_t i = i0; i < i1; ++i)
         for (int64_t j = j0; j < j1; ++j) dst[j * D + i] = src[i * D + j];
     }
-  for (int64_t k = 0; k < D * D; ++k) dst[k] = 0.5 * (dst[k] + src[k]);
+  for (int64_t k = 0; k < D * D; ++k) dst[k] = scale * (dst[k] + src[k]);
 }
 
 // C = op(A) op(B), column-major. A column-major buffer read as a row-major tensor is its
@@ -67,8 +68,7 @@ void identity_minus_gram(double* X, const double* s, double* out, double* scratc
   for (int64_t j = 0; j < D; ++j)
     for (int64_t i = 0; i < D; ++i) X[j * D + i] *= s[j];
   gemm(false, true, X, X, scratch, D);
-  symmetrise_into(out, scratch, D);
-  for (int64_t k = 0; k < D * D; ++k) out[k] = -out[k];
+  symmetrise_into(out, scratch, D, -0.5);  // -(0.5 (a + b)) and -0.5 (a + b) round alike
   for (int64_t i = 0; i < D; ++i) out[i * D + i] += 1.0;
 }
 
@@ -274,7 +274,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_cpu(const at::Tensor&
           }
           const int64_t i = i0 + k;
           if (state[k].cholesky) w2_finish(state[k], D, cov1_grad, cov2_grad, t, w2p + i, g1_of(i), g2_of(i));
-          state[k].cholesky = false;  // done; its buffers stay for the next call
         }
       }
     });

@@ -86,8 +86,6 @@ constexpr int kSyrkCols = 3;
 constexpr int kSyrkCols = 2;
 #endif
 
-inline void acc_out(double* acc, int64_t ldacc, int64_t i, int64_t j, double v) { acc[i * ldacc + j] += v; }
-
 #if DALE_MK_VECTOR_BYTES == 32
 // Entries (i0 + a, j0 + b), a < 4, b < J, of Z Z^T: 4J vector accumulators; each step loads the J
 // rows of the block and then each of the 4 rows once; one horizontal sum per entry at the end,
@@ -109,7 +107,7 @@ inline void syrk_block(const T* zi, const T* zj, int64_t TT, int64_t ldz, int64_
   }
   for (int a = 0; a < 4; ++a)
     for (int j = 0; j < J; ++j)
-      if (j0 + j >= i0 + a && i0 + a < Dout && j0 + j < Dout) acc_out(acc, ldacc, i0 + a, j0 + j, hsum(sums[a][j]));
+      if (j0 + j >= i0 + a && i0 + a < Dout && j0 + j < Dout) acc[(i0 + a) * ldacc + j0 + j] += hsum(sums[a][j]);
 }
 #endif
 
