@@ -234,6 +234,15 @@ TORCH_LIBRARY_FRAGMENT(dale_ext, m) {
   m.def(
       "_gaussian_w2(Tensor mean1, Tensor cov1, Tensor mean2, Tensor cov2, bool cov1_grad, bool cov2_grad) -> "
       "(Tensor w2, Tensor grad_cov1, Tensor grad_cov2)");
+  // wasserstein_loss's host part from both sides' float64 statistics, in one call (CPU only):
+  // the regularised covariances (target + perturbation 11^T + eps I, input + eps I), W^2 of the
+  // classes whose counts reach min_count on both sides (the others are skipped: 0, no gradient),
+  // the reduced loss, and the gradients of the loss for an incoming gradient of 1:
+  // grad_mu_t (= -grad_mu_in) and the covariance gradients of the sides asked for.
+  m.def(
+      "_w2_loss_host(Tensor n_in, Tensor mu_in, Tensor cov_in, Tensor n_t, Tensor mu_t, Tensor cov_t, "
+      "float perturbation, float eps, float min_count, str reduction, bool need_in, bool need_t) -> "
+      "(Tensor loss, Tensor valid, Tensor grad_mu_t, Tensor grad_cov_in, Tensor grad_cov_t)");
 }
 
 TORCH_LIBRARY_IMPL(dale_ext, CompositeExplicitAutograd, m) { m.impl("_gaussian_w2", &dale_ext::w2::gaussian_w2); }

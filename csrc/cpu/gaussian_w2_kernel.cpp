@@ -20,6 +20,7 @@
 #include <ATen/Config.h>
 #include <ATen/Parallel.h>
 #include <ATen/native/BatchLinearAlgebra.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <atomic>
@@ -39,10 +40,11 @@ namespace {
 // All matrices below are D x D and symmetric where they come in or go out, so row- and
 // column-major storage agree there; the factors in between are column-major (LAPACK's order).
 
-// dst = scale (src + src^T) (dst != src; scale 0.5 symmetrises): a transpose in 8 x 8 tiles, then
-// one contiguous pass (the element-by-element form, with a strided read and write per entry,
-// cost ~25 us at D = 128).
-void symmetrise_into(double* dst, const double* src, int64_t D, double scale = 0.5) {
+// dst = scale (src + src^T) + shift 11^T + ridge I (dst != src; scale 0.5 symmetrises): a
+// transpose in 8 x 8 tiles, then one contiguous pass (the element-by-element form, with a
+// strided read and write per entry, cost ~25 us at D = 128).
+void symmetrise_into(double* dst, const double* src, int64_t D, double scale = 0.5, double shift = 0.0,
+                     double ridge = 0.0) {
   constexpr int64_t kTile = 8;
   for (int64_t i0 = 0; i0 < D; i0 += kTile)
     for (int64_t j0 = 0; j0 < D; j0 += kTile) {
@@ -50,7 +52,13 @@ void symmetrise_into(double* dst, const double* src, int64_t D, double scale = 0
       for (int64_t i = i0; i < i1; ++i)
         for (int64_t j = j0; j < j1; ++j) dst[j * D + i] = src[i * D + j];
     }
-  for (int64_t k = 0; k < D * D; ++k) dst[k] = scale * (dst[k] + src[k]);
+  if (shift == 0.0) {
+    for (int64_t k = 0; k < D * D; ++k) dst[k] = scale * (dst[k] + src[k]);
+  } else {
+    for (int64_t k = 0; k < D * D; ++k) dst[k] = scale * (dst[k] + src[k]) + shift;
+  }
+  if (ridge != 0.0)
+    for (int64_t i = 0; i < D; ++i) dst[i * D + i] += ridge;
 }
 
 // C = op(A) op(B), column-major. A column-major buffer read as a row-major tensor is its
@@ -63,13 +71,13 @@ void gemm(bool trans_a, bool trans_b, const double* A, const double* B, double* 
   at::mm_out(c, trans_b ? b.t() : b, trans_a ? a.t() : a);
 }
 
-// out = I - sym(X X^T) after scaling column j of X (column-major, in place) by s[j]
-void identity_minus_gram(double* X, const double* s, double* out, double* scratch, int64_t D) {
+// out = a (I - sym(X X^T)) after scaling column j of X (column-major, in place) by s[j]
+void identity_minus_gram(double* X, const double* s, double* out, double* scratch, int64_t D, double a) {
   for (int64_t j = 0; j < D; ++j)
     for (int64_t i = 0; i < D; ++i) X[j * D + i] *= s[j];
   gemm(false, true, X, X, scratch, D);
-  symmetrise_into(out, scratch, D, -0.5);  // -(0.5 (a + b)) and -0.5 (a + b) round alike
-  for (int64_t i = 0; i < D; ++i) out[i * D + i] += 1.0;
+  // at a = 1: -(0.5 (x + y)) and -0.5 (x + y) round alike
+  symmetrise_into(out, scratch, D, -0.5 * a, 0.0, a);
 }
 
 // LAPACK's symmetric eigensolver (dsyevd) on one D x D matrix, with its workspace sized once.
@@ -120,6 +128,12 @@ Scratch& worker_scratch(int64_t D, bool vectors) {
 
 constexpr int64_t kKeptStateBytes = int64_t{8} << 20;  // class states a calling thread keeps
 
+// What the loss adds to the covariances before W^2 (paper Eq. 13 and the ridge):
+// S1 + shift1 11^T + ridge1 I and S2 + ridge2 I. Zero for gaussian_w2 itself.
+struct Regularisation {
+  double shift1 = 0.0, ridge1 = 0.0, ridge2 = 0.0;
+};
+
 // One class by the Cholesky route (see gaussian_w2_batched), in two steps.
 struct ClassState {
   bool cholesky = false;      // false: the two-eigh route wrote the class in the first step
@@ -131,13 +145,13 @@ struct ClassState {
 // Step 1: Cholesky, M, eigh. Returns false when S1 is not numerically positive definite
 // (condition number above ~1e12): the caller then takes the two-eigh route.
 bool w2_decompose(const double* m1, const double* c1, const double* m2, const double* c2, int64_t D,
-                  bool want_vectors, Scratch& t, ClassState& st) {
+                  const Regularisation& reg, Scratch& t, ClassState& st) {
   st.cholesky = false;  // the state may hold an earlier call's class
   st.L.resize(D * D);
   double* L = st.L.data();
   double* S2 = t.S2.data();
-  symmetrise_into(L, c1, D);
-  symmetrise_into(S2, c2, D);
+  symmetrise_into(L, c1, D, 0.5, reg.shift1, reg.ridge1);
+  symmetrise_into(S2, c2, D, 0.5, 0.0, reg.ridge2);
   st.base = 0.0;
   for (int64_t i = 0; i < D; ++i) {
     const double d = m1[i] - m2[i];
@@ -167,9 +181,10 @@ bool w2_decompose(const double* m1, const double* c1, const double* m2, const do
   return true;
 }
 
-// Step 2: W^2 and the wanted covariance gradients from the decomposition (V is overwritten).
-void w2_finish(ClassState& st, int64_t D, bool cov1_grad, bool cov2_grad, Scratch& t, double* w2, double* g1,
-               double* g2) {
+// Step 2: W^2 and the wanted covariance gradients, times a, from the decomposition (V is
+// overwritten).
+void w2_finish(ClassState& st, int64_t D, bool cov1_grad, bool cov2_grad, double a, Scratch& t, double* w2,
+               double* g1, double* g2) {
   const double* lam = st.lm.data();
   double root_sum = 0.0, lmax = 0.0;
   for (int64_t i = 0; i < D; ++i) {
@@ -186,7 +201,7 @@ void w2_finish(ClassState& st, int64_t D, bool cov1_grad, bool cov2_grad, Scratc
     const double tol = pinv_tolerance(lmax, D);
     for (int64_t i = 0; i < D; ++i) s[i] = lam[i] > tol ? std::pow(lam[i], -0.25) : 0.0;
     gemm(false, false, st.L.data(), st.V.data(), W, D);
-    identity_minus_gram(W, s.data(), g2, t.S2.data(), D);
+    identity_minus_gram(W, s.data(), g2, t.S2.data(), D, a);
   }
   // dW2/dS1 = I - L^{-T} M^{1/2} L^{-1} = I - U diag(sqrt(lm)) U^T with U = L^{-T} V
   if (cov1_grad) {
@@ -194,7 +209,7 @@ void w2_finish(ClassState& st, int64_t D, bool cov1_grad, bool cov2_grad, Scratc
     double* U = st.V.data();
     const int n = static_cast<int>(D), ld = static_cast<int>(std::max<int64_t>(1, D));
     at::native::blasTriangularSolve<double>('L', 'L', 'T', 'N', n, n, st.L.data(), ld, U, ld);
-    identity_minus_gram(U, s.data(), g1, t.S2.data(), D);
+    identity_minus_gram(U, s.data(), g1, t.S2.data(), D, a);
   }
 }
 
@@ -203,38 +218,51 @@ std::vector<ClassState>& calling_thread_states() {
   return states;
 }
 
-}  // namespace
+// The classes of one call, as float64 (n, D) means and (n, D, D) covariances (contiguous).
+// Class i is skipped where skip[i] (W^2 and gradients 0, no work), and its gradients are
+// multiplied by grad_scale[i] (1 where null); reg is added to the covariances first.
+struct Classes {
+  const double *m1, *c1, *m2, *c2;
+  int64_t n, D;
+  Regularisation reg;
+  const bool* skip = nullptr;
+  const double* grad_scale = nullptr;
+};
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_cpu(const at::Tensor& mean1, const at::Tensor& cov1,
-                                                                const at::Tensor& mean2, const at::Tensor& cov2,
-                                                                bool cov1_grad, bool cov2_grad) {
-  const auto D = cov1.size(-1);
-  const auto out_dtype = cov1.scalar_type();
-  const at::Tensor m1 = mean1.to(at::kDouble).contiguous().view({-1, D}),
-                   m2 = mean2.to(at::kDouble).contiguous().view({-1, D});
-  const at::Tensor c1 = cov1.to(at::kDouble).contiguous().view({-1, D, D}),
-                   c2 = cov2.to(at::kDouble).contiguous().view({-1, D, D});
-  const int64_t n = c1.size(0);
-  const auto opts = c1.options();
-  at::Tensor w2 = at::empty({n}, opts);
-  // the gradients are n D^2 doubles (1.2 MB for 9 classes of 128): the output cache's blocks
-  at::Tensor g1 = cpu::empty_cached({cov1_grad ? n : 0, D, D}, at::kDouble),
-             g2 = cpu::empty_cached({cov2_grad ? n : 0, D, D}, at::kDouble);
-  double* w2p = w2.data_ptr<double>();
-  auto g1_of = [&](int64_t i) { return cov1_grad ? g1.data_ptr<double>() + i * D * D : nullptr; };
-  auto g2_of = [&](int64_t i) { return cov2_grad ? g2.data_ptr<double>() + i * D * D : nullptr; };
+void run_classes(const Classes& cl, bool cov1_grad, bool cov2_grad, double* w2p, double* g1, double* g2) {
+  const int64_t n = cl.n, D = cl.D, DD = D * D;
+  auto g1_of = [&](int64_t i) { return cov1_grad ? g1 + i * DD : nullptr; };
+  auto g2_of = [&](int64_t i) { return cov2_grad ? g2 + i * DD : nullptr; };
+  auto scale_of = [&](int64_t i) { return cl.grad_scale ? cl.grad_scale[i] : 1.0; };
   const bool want_vectors = cov1_grad || cov2_grad;
+  // returns whether the class is left for w2_finish (the Cholesky route)
   auto decompose = [&](int64_t i, Scratch& t, ClassState& st) {
-    if (w2_decompose(m1.data_ptr<double>() + i * D, c1.data_ptr<double>() + i * D * D, m2.data_ptr<double>() + i * D,
-                     c2.data_ptr<double>() + i * D * D, D, want_vectors, t, st))
+    st.cholesky = false;
+    if (cl.skip && cl.skip[i]) {
+      w2p[i] = 0.0;
+      if (cov1_grad) std::fill_n(g1_of(i), DD, 0.0);
+      if (cov2_grad) std::fill_n(g2_of(i), DD, 0.0);
       return;
+    }
+    if (w2_decompose(cl.m1 + i * D, cl.c1 + i * DD, cl.m2 + i * D, cl.c2 + i * DD, D, cl.reg, t, st)) return;
     // ill-conditioned S1: eigh on both matrices, pseudo-inverses on the null spaces. Results
     // are written through pointers: a worker thread is not in the caller's inference mode,
     // and an in-place copy into an inference tensor would raise there.
-    auto [w, a, b] = gaussian_w2_batched(m1[i], c1[i], m2[i], c2[i], cov1_grad, cov2_grad);
+    const auto opts = at::TensorOptions().dtype(at::kDouble);
+    auto view = [&](const double* p, at::IntArrayRef shape) { return at::from_blob(const_cast<double*>(p), shape, opts); };
+    at::Tensor c1 = view(cl.c1 + i * DD, {D, D}) + cl.reg.shift1, c2 = view(cl.c2 + i * DD, {D, D}).clone();
+    c1.diagonal().add_(cl.reg.ridge1);
+    c2.diagonal().add_(cl.reg.ridge2);
+    auto [w, a, b] = gaussian_w2_batched(view(cl.m1 + i * D, {D}), c1, view(cl.m2 + i * D, {D}), c2, cov1_grad, cov2_grad);
     w2p[i] = w.item<double>();
-    if (cov1_grad) std::copy_n(a.contiguous().data_ptr<double>(), D * D, g1_of(i));
-    if (cov2_grad) std::copy_n(b.contiguous().data_ptr<double>(), D * D, g2_of(i));
+    const double k = scale_of(i);
+    auto put = [&](const at::Tensor& g, double* out) {
+      const at::Tensor gc = g.contiguous();
+      const double* src = gc.data_ptr<double>();
+      for (int64_t e = 0; e < DD; ++e) out[e] = k * src[e];
+    };
+    if (cov1_grad) put(a, g1_of(i));
+    if (cov2_grad) put(b, g2_of(i));
   };
   // Every worker claims decompositions in class order until none is left, then finishing steps
   // in class order, waiting for a class whose decomposition another worker is still running.
@@ -244,7 +272,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_cpu(const at::Tensor&
   // The classes go in windows, so that a large batch does not hold every class's L and V (2 D^2
   // doubles) at once: at most 32 MiB of them, and never fewer classes than workers.
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n));
-  const int64_t window = std::max<int64_t>(workers, (int64_t{32} << 20) / std::max<int64_t>(1, 16 * D * D));
+  const int64_t window = std::max<int64_t>(workers, (int64_t{32} << 20) / std::max<int64_t>(1, 16 * DD));
   // kept by the calling thread between calls, up to kKeptStateBytes (see worker_scratch); a
   // plain reference, which the workers share (a thread_local named in the lambda would be theirs)
   std::vector<ClassState>& state = calling_thread_states();
@@ -273,17 +301,109 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_cpu(const at::Tensor&
             std::this_thread::yield();
           }
           const int64_t i = i0 + k;
-          if (state[k].cholesky) w2_finish(state[k], D, cov1_grad, cov2_grad, t, w2p + i, g1_of(i), g2_of(i));
+          if (state[k].cholesky)
+            w2_finish(state[k], D, cov1_grad, cov2_grad, scale_of(i), t, w2p + i, g1_of(i), g2_of(i));
         }
       }
     });
   }
-  if (static_cast<int64_t>(state.size()) * 16 * D * D > kKeptStateBytes) std::vector<ClassState>().swap(state);
+  if (static_cast<int64_t>(state.size()) * 16 * DD > kKeptStateBytes) std::vector<ClassState>().swap(state);
+}
+
+at::Tensor as_double(const at::Tensor& t) { return t.to(at::kDouble).contiguous(); }
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gaussian_w2_cpu(const at::Tensor& mean1, const at::Tensor& cov1,
+                                                                const at::Tensor& mean2, const at::Tensor& cov2,
+                                                                bool cov1_grad, bool cov2_grad) {
+  const auto D = cov1.size(-1);
+  const auto out_dtype = cov1.scalar_type();
+  const at::Tensor m1 = as_double(mean1), m2 = as_double(mean2), c1 = as_double(cov1), c2 = as_double(cov2);
+  const int64_t n = D > 0 ? c1.numel() / (D * D) : 0;
+  at::Tensor w2 = at::empty({n}, c1.options());
+  // the gradients are n D^2 doubles (1.2 MB for 9 classes of 128): the output cache's blocks
+  at::Tensor g1 = cpu::empty_cached({cov1_grad ? n : 0, D, D}, at::kDouble),
+             g2 = cpu::empty_cached({cov2_grad ? n : 0, D, D}, at::kDouble);
+  const Classes cl{m1.data_ptr<double>(), c1.data_ptr<double>(), m2.data_ptr<double>(), c2.data_ptr<double>(), n, D};
+  run_classes(cl, cov1_grad, cov2_grad, w2.data_ptr<double>(), cov1_grad ? g1.data_ptr<double>() : nullptr,
+              cov2_grad ? g2.data_ptr<double>() : nullptr);
   const auto batch = cov1.sizes().slice(0, cov1.dim() - 2);
   const at::Tensor none = at::empty({0}, cov1.options().dtype(out_dtype));
   return {w2.view(batch).to(out_dtype), cov1_grad ? g1.view(cov1.sizes()).to(out_dtype) : none,
           cov2_grad ? g2.view(cov1.sizes()).to(out_dtype) : none};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> w2_loss_host_cpu(
+    const at::Tensor& n_in, const at::Tensor& mu_in, const at::Tensor& cov_in, const at::Tensor& n_t,
+    const at::Tensor& mu_t, const at::Tensor& cov_t, double perturbation, double eps, double min_count,
+    c10::string_view reduction, bool need_in, bool need_t) {
+  const char* op = "_w2_loss_host";
+  TORCH_CHECK_VALUE(reduction == "sum" || reduction == "mean" || reduction == "none", op,
+                    ": `reduction` must be sum, mean or none; got ", reduction);
+  TORCH_CHECK_VALUE(cov_in.dim() == 3 && cov_in.size(1) == cov_in.size(2), op,
+                    ": `cov_in` must be (C, D, D); got ", cov_in.sizes());
+  const int64_t C = cov_in.size(0), D = cov_in.size(1);
+  TORCH_CHECK_VALUE(cov_t.sizes() == cov_in.sizes(), op, ": `cov_t` must be ", cov_in.sizes(), "; got ",
+                    cov_t.sizes());
+  for (const auto* t : {&mu_in, &mu_t})
+    TORCH_CHECK_VALUE(t->dim() == 2 && t->size(0) == C && t->size(1) == D, op, ": the means must be (", C, ", ",
+                      D, "); got ", t->sizes());
+  for (const auto* t : {&n_in, &n_t})
+    TORCH_CHECK_VALUE(t->dim() == 1 && t->size(0) == C, op, ": the counts must be (", C, ",); got ", t->sizes());
+  for (const auto* t : {&n_in, &mu_in, &cov_in, &n_t, &mu_t, &cov_t})
+    TORCH_CHECK_VALUE(t->device().is_cpu(), op, ": all inputs must be host tensors; got ", t->device());
+  const at::Tensor ni = as_double(n_in), nt = as_double(n_t), mi = as_double(mu_in), mt = as_double(mu_t),
+                   ci = as_double(cov_in), ct = as_double(cov_t);
+  const auto f64 = ci.options();
+  const double *pni = ni.data_ptr<double>(), *pnt = nt.data_ptr<double>();
+  // which classes count, and d loss / d W^2_c for an incoming gradient of 1
+  at::Tensor valid = at::empty({C}, f64.dtype(at::kBool));
+  bool* ok = valid.data_ptr<bool>();
+  std::unique_ptr<bool[]> skip(new bool[std::max<int64_t>(C, 1)]);
+  int64_t n_valid = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    ok[c] = pni[c] >= min_count && pnt[c] >= min_count;
+    skip[c] = !ok[c];
+    n_valid += ok[c];
+  }
+  const double unit = reduction == "mean" ? 1.0 / static_cast<double>(std::max<int64_t>(n_valid, 1)) : 1.0;
+  std::vector<double> a(C);
+  for (int64_t c = 0; c < C; ++c) a[c] = ok[c] ? unit : 0.0;
+  at::Tensor w2 = at::empty({C}, f64);
+  at::Tensor g_in = cpu::empty_cached({need_in ? C : 0, D, D}, at::kDouble),
+             g_t = cpu::empty_cached({need_t ? C : 0, D, D}, at::kDouble);
+  Classes cl{mt.data_ptr<double>(), ct.data_ptr<double>(), mi.data_ptr<double>(), ci.data_ptr<double>(), C, D};
+  cl.reg = Regularisation{perturbation, eps, eps};
+  cl.skip = skip.get();
+  cl.grad_scale = a.data();
+  if (C > 0 && D > 0)
+    run_classes(cl, need_t, need_in, w2.data_ptr<double>(), need_t ? g_t.data_ptr<double>() : nullptr,
+                need_in ? g_in.data_ptr<double>() : nullptr);
+  else
+    w2.zero_();
+  // the loss: per class (W^2 of a skipped class is 0), or its sum over the classes that count
+  at::Tensor loss;
+  if (reduction == "none") {
+    loss = w2;
+  } else {
+    const double* pw = w2.data_ptr<double>();
+    double total = 0.0;
+    for (int64_t c = 0; c < C; ++c) total += pw[c];
+    loss = at::scalar_tensor(total * unit, f64);
+  }
+  // d loss / d mu_t = 2 a (mu_t - mu_in), the input side's is its negative
+  at::Tensor g_mu = at::empty({need_in || need_t ? C : 0, D}, f64);
+  if (need_in || need_t) {
+    double* pg = g_mu.data_ptr<double>();
+    const double *pmt = mt.data_ptr<double>(), *pmi = mi.data_ptr<double>();
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t d = 0; d < D; ++d) pg[c * D + d] = 2.0 * a[c] * (pmt[c * D + d] - pmi[c * D + d]);
+  }
+  return {loss, valid, g_mu, g_in, g_t};
+}
+
 }  // namespace w2
 }  // namespace dale_ext
+
+TORCH_LIBRARY_IMPL(dale_ext, CPU, m) { m.impl("_w2_loss_host", &dale_ext::w2::w2_loss_host_cpu); }

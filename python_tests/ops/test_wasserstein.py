@@ -920,6 +920,39 @@ def test_opcheck(gen, device):
     torch.library.opcheck(torch.ops.dale_ext._gaussian_w2.default, (m, S1, m.flip(0), S2, True, True))
 
 
+@pytest.mark.parametrize("reduction", ["sum", "mean", "none"])
+def test_w2_loss_host_matches_the_composed_ops(gen, reduction):
+    """The loss's host part (_w2_loss_host: regularisation, W^2 of the classes that count, the
+    reduction, the gradients for an incoming gradient of 1) against gaussian_w2 and float64
+    autograd on the regularised covariances. Class 1 is skipped (count below min_count), class 2's
+    target is rank-deficient (the two-eigh route, with the regularisation applied there too)."""
+    C, D, pert, eps, min_count = 4, 6, 0.05, 1e-13, 2.0
+    mu_in, mu_t = torch.randn(C, D, generator=gen, dtype=torch.float64), torch.randn(C, D, generator=gen, dtype=torch.float64)
+    cov_in, cov_t = random_spd(gen, C, D), random_spd(gen, C, D)
+    low = torch.randn(D, 2, generator=gen, dtype=torch.float64)
+    cov_t[2] = low @ low.T
+    n_in = torch.tensor([5.0, 1.0, 7.0, 2.0], dtype=torch.float64)
+    n_t = torch.tensor([3.0, 9.0, 4.0, 6.0], dtype=torch.float64)
+    loss, valid, g_mu, g_in, g_t = torch.ops.dale_ext._w2_loss_host.default(
+        n_in, mu_in, cov_in, n_t, mu_t, cov_t, pert, eps, min_count, reduction, True, True)
+    assert valid.tolist() == [True, False, True, True]
+
+    leaves = [t.clone().requires_grad_() for t in (mu_in, cov_in, mu_t, cov_t)]
+    mi, ci, mt, ct = leaves
+    eye = torch.eye(D, dtype=torch.float64)
+    w2 = dale_ext.gaussian_w2(mt, ct + pert + eps * eye, mi, ci + eps * eye)
+    want = torch.where(valid, w2, torch.zeros_like(w2))
+    if reduction != "none":
+        want = want.sum() / (valid.sum() if reduction == "mean" else 1)
+    torch.testing.assert_close(loss, want.detach(), rtol=1e-10, atol=1e-12)
+    grads = torch.autograd.grad(want.sum(), leaves)
+    for got, ref in zip((-g_mu, g_in, g_mu, g_t), grads):
+        torch.testing.assert_close(got, ref, rtol=1e-8, atol=1e-10)
+    assert torch.equal(g_in[1], torch.zeros(D, D, dtype=torch.float64)) and torch.equal(g_mu[1], torch.zeros(D, dtype=torch.float64))
+    torch.library.opcheck(torch.ops.dale_ext._w2_loss_host.default,
+                          (n_in, mu_in, cov_in, n_t, mu_t, cov_t, pert, eps, min_count, reduction, True, False))
+
+
 @pytest.mark.parametrize("device", cpu_and_cuda())
 def test_loss_and_statistics_under_inference_mode(gen, device):
     """Evaluation code often runs under torch.inference_mode(): the ops' worker threads are not in
