@@ -235,10 +235,10 @@ void run_classes(const Classes& cl, bool cov1_grad, bool cov2_grad, double* w2p,
   auto g2_of = [&](int64_t i) { return cov2_grad ? g2 + i * DD : nullptr; };
   auto scale_of = [&](int64_t i) { return cl.grad_scale ? cl.grad_scale[i] : 1.0; };
   const bool want_vectors = cov1_grad || cov2_grad;
-  // returns whether the class is left for w2_finish (the Cholesky route)
+  // a class left with st.cholesky set is finished by w2_finish; the others are written here
   auto decompose = [&](int64_t i, Scratch& t, ClassState& st) {
-    st.cholesky = false;
     if (cl.skip && cl.skip[i]) {
+      st.cholesky = false;  // the state may hold an earlier call's class
       w2p[i] = 0.0;
       if (cov1_grad) std::fill_n(g1_of(i), DD, 0.0);
       if (cov2_grad) std::fill_n(g2_of(i), DD, 0.0);
