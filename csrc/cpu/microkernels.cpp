@@ -190,14 +190,14 @@ inline void transpose16(const float* Z, int64_t ldz, float* P, int64_t ldp) {
 // P[t * ldp + a] = Z[a * ldz + t] for a < N (one vector of rows), t < TT: whole 16 x 16 blocks by
 // shuffles, the rest by gathers (a 16-lane gather is one vector of P, but on Zen 4 it took a third
 // of the syrk's time: ~10% of class_gaussians at (8,64,56,56,2))
-inline void gather_rows(const float* Z, int64_t ldz, int64_t TT, float* P, int64_t ldp) {
+inline void transpose_rows(const float* Z, int64_t ldz, int64_t TT, float* P, int64_t ldp) {
   int64_t t = 0;
   for (; t + 16 <= TT; t += 16) transpose16(Z + t, ldz, P + t * ldp, ldp);
   const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                          _mm512_set1_epi32(static_cast<int>(ldz)));
   for (; t < TT; ++t) _mm512_storeu_ps(P + t * ldp, _mm512_i32gather_ps(idx, Z + t, 4));
 }
-inline void gather_rows(const double* Z, int64_t ldz, int64_t TT, double* P, int64_t ldp) {
+inline void transpose_rows(const double* Z, int64_t ldz, int64_t TT, double* P, int64_t ldp) {
   const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(static_cast<int>(ldz)));
   for (int64_t t = 0; t < TT; ++t) _mm512_storeu_pd(P + t * ldp, _mm512_i32gather_pd(idx, Z + t, 8));
 }
@@ -206,11 +206,12 @@ template <typename T>
 void syrk_upper(const T* Z, int64_t D, int64_t TT, int64_t ldz, double* acc, int64_t Dout, int64_t ldacc, T* P) {
   constexpr int N = V<T>::N;
   const int64_t Dq = (D + N - 1) / N * N;
-  // the transpose by gathers: one vector of P (N rows of Z at one column) per instruction; an
-  // element-by-element copy took as long as the products at D = 128. Their indices are int32.
+  // the transpose, N rows of Z at a time (transpose_rows: shuffles for floats, gathers for the
+  // rest); an element-by-element copy took as long as the products at D = 128. The gathers'
+  // indices are int32.
   int64_t i0 = 0;
   if (ldz <= 0x7fffffff / N)
-    for (; i0 + N <= D; i0 += N) gather_rows(Z + i0 * ldz, ldz, TT, P + i0, Dq);
+    for (; i0 + N <= D; i0 += N) transpose_rows(Z + i0 * ldz, ldz, TT, P + i0, Dq);
   for (int64_t t = 0; t < TT; ++t) {
     for (int64_t i = i0; i < D; ++i) P[t * Dq + i] = Z[i * ldz + t];
     for (int64_t i = D; i < Dq; ++i) P[t * Dq + i] = T(0);
