@@ -1,6 +1,6 @@
 // Throughput of the Wasserstein statistics' dense micro-kernels (csrc/cpu/microkernels.cpp), one
 // core, float32 and float64, at the shapes the statistics op hands them (D rows, T columns of a
-// class's centred pixels). Useful multiply-adds: syrk D(D+1)/2 T, gemm D^2 T. Build and run:
+// class's centred pixels), and of gaussian_w2's square products. Useful multiply-adds: syrk D(D+1)/2 T, gemm D^2 T. Build and run:
 //   g++ -O3 -mavx2 -mfma -ffp-contract=fast -DDALE_MK_ISA=avx2 -Icsrc -c csrc/cpu/microkernels.cpp -o /tmp/mk.o
 //   g++ -O3 -DDALE_EXT_HAVE_AVX2 -Icsrc benchmarks/microkernels_bench.cpp /tmp/mk.o -o /tmp/mk && /tmp/mk
 // The AVX-512 set (ISA=avx512 picks it here):
@@ -50,8 +50,35 @@ void run(const dale_ext::cpu::MicroKernelsFor<T>& k, const char* type) {
     }
 }
 
+// gaussian_w2's n x n float64 products: full, and the structured ones it runs (time per call)
+void run_square(const dale_ext::cpu::MicroKernels& k) {
+  using dale_ext::cpu::Half;
+  using dale_ext::cpu::SquareShape;
+  for (int64_t n : {64, 128}) {
+    std::vector<double> G(n * n), X(n * n), Y(n * n);
+    std::mt19937 rng(0);
+    std::normal_distribution<double> nd;
+    for (auto& v : G) v = nd(rng);
+    for (auto& v : X) v = nd(rng);
+    const int reps = static_cast<int>(20000000 / (n * n * n)) + 1;
+    const struct { const char* name; SquareShape shape; } cases[] = {
+        {"full", {}},
+        {"x_lower (S2 L)", {false, true, false, Half::kAll}},
+        {"g_upper, y lower (L^T P)", {true, false, false, Half::kLower}},
+        {"x_upper (E U)", {false, false, true, Half::kAll}},
+        {"y upper (gram)", {false, false, false, Half::kUpper}},
+    };
+    for (const auto& c : cases) {
+      const double t = median_s([&] { k.square_gemm(G.data(), X.data(), Y.data(), n, n, c.shape); }, reps);
+      std::printf("square_gemm n=%3ld %-26s %7.1f us  (%5.1f GFMA/s as a full product)\n", static_cast<long>(n),
+                  c.name, t * 1e6, static_cast<double>(n * n * n) / t / 1e9);
+    }
+  }
+}
+
 int main() {
   const auto& mk = dale_ext::cpu::ISA::kernels;
   run(mk.f32, "float32");
   run(mk.f64, "float64");
+  run_square(mk);
 }

@@ -10,10 +10,15 @@
 // decompositions does the others' products while the 5th runs (a static split left it idle for
 // a whole class; benchmarks/results/2026-12-07-cpu-gaussian-w2-tasks-ab.txt).
 // LAPACK is called directly (ATen's own wrappers in ATen/native/BatchLinearAlgebra.h) on plain
-// column-major buffers, with the eigensolver's workspace sized once per call: at::linalg_eigh and
+// buffers, with the eigensolver's workspace sized once per call: at::linalg_eigh and
 // at::linalg_cholesky_ex spent ~0.2 ms a class at D = 128 on copies, checks and workspace
 // queries around the ~0.9 ms of dsyevd (benchmarks/results/2026-12-07-cpu-gaussian-w2-lapack-ab.txt).
+// The products are the package's own (cpu::MicroKernels::square_gemm), which skip the zeros of
+// the triangular factors and the half of a symmetric result: ~0.15 ms a class at D = 128 where
+// four MKL dgemms (torch exports no dtrmm or dsyrk) took ~0.43
+// (benchmarks/results/2026-12-07-cpu-gaussian-w2-square-gemm-ab.txt).
 #include "wasserstein.h"
+#include "cpu/microkernels.h"
 #include "cpu/output_cache_tensor.h"
 
 #include <ATen/ATen.h>
@@ -37,83 +42,114 @@ namespace dale_ext {
 namespace w2 {
 namespace {
 
-// All matrices below are D x D and symmetric where they come in or go out, so row- and
-// column-major storage agree there; the factors in between are column-major (LAPACK's order).
+// The matrices below are D x D, stored row-major in n x n buffers (n = D rounded up to
+// cpu::kSquareBlock, row stride n) whose padding rows and columns hold zeros, as the products
+// (cpu::MicroKernels::square_gemm) take whole blocks. A symmetric matrix reads the same in
+// either order; LAPACK sees a row-major buffer as the transpose of its column-major matrix, so
+// the Cholesky factor L it leaves is, read row-major, U = L^T (upper triangular), and the
+// eigenvectors it returns as columns are, read row-major, the rows of E = V^T.
 
-// dst = scale (src + src^T) + shift 11^T + ridge I (dst != src; scale 0.5 symmetrises): a
-// transpose in 8 x 8 tiles, then one contiguous pass (the element-by-element form, with a
-// strided read and write per entry, cost ~25 us at D = 128).
-void symmetrise_into(double* dst, const double* src, int64_t D, double scale = 0.5, double shift = 0.0,
+int64_t padded(int64_t D) { return (D + cpu::kSquareBlock - 1) / cpu::kSquareBlock * cpu::kSquareBlock; }
+
+// dst = scale (src + src^T) + shift 11^T + ridge I, dst an n x n buffer, src a contiguous D x D
+// matrix (dst != src; scale 0.5 symmetrises): a transpose in 8 x 8 tiles, then one contiguous
+// pass (the element-by-element form, with a strided read and write per entry, cost ~25 us at D = 128).
+void symmetrise_into(double* dst, const double* src, int64_t D, int64_t n, double scale = 0.5, double shift = 0.0,
                      double ridge = 0.0) {
   constexpr int64_t kTile = 8;
   for (int64_t i0 = 0; i0 < D; i0 += kTile)
     for (int64_t j0 = 0; j0 < D; j0 += kTile) {
       const int64_t i1 = std::min(i0 + kTile, D), j1 = std::min(j0 + kTile, D);
       for (int64_t i = i0; i < i1; ++i)
-        for (int64_t j = j0; j < j1; ++j) dst[j * D + i] = src[i * D + j];
+        for (int64_t j = j0; j < j1; ++j) dst[j * n + i] = src[i * D + j];
     }
-  if (shift == 0.0) {
-    for (int64_t k = 0; k < D * D; ++k) dst[k] = scale * (dst[k] + src[k]);
-  } else {
-    for (int64_t k = 0; k < D * D; ++k) dst[k] = scale * (dst[k] + src[k]) + shift;
+  for (int64_t i = 0; i < D; ++i) {
+    double* d = dst + i * n;
+    const double* r = src + i * D;
+    for (int64_t j = 0; j < D; ++j) d[j] = scale * (d[j] + r[j]) + shift;
+    d[i] += ridge;
   }
-  if (ridge != 0.0)
-    for (int64_t i = 0; i < D; ++i) dst[i * D + i] += ridge;
 }
 
-// C = op(A) op(B), column-major. A column-major buffer read as a row-major tensor is its
-// transpose, hence C^T = op(B)^T op(A)^T below; at::mm_out hands the transposes to BLAS as flags.
-void gemm(bool trans_a, bool trans_b, const double* A, const double* B, double* C, int64_t D) {
-  const auto opts = at::TensorOptions().dtype(at::kDouble);
-  const at::Tensor a = at::from_blob(const_cast<double*>(A), {D, D}, opts);
-  const at::Tensor b = at::from_blob(const_cast<double*>(B), {D, D}, opts);
-  at::Tensor c = at::from_blob(C, {D, D}, opts);
-  at::mm_out(c, trans_b ? b.t() : b, trans_a ? a.t() : a);
+// dst = src^T, both n x n (n a multiple of 8), in 8 x 8 tiles
+void transpose_into(double* dst, const double* src, int64_t n) {
+  constexpr int64_t kTile = 8;
+  for (int64_t i0 = 0; i0 < n; i0 += kTile)
+    for (int64_t j0 = 0; j0 < n; j0 += kTile)
+      for (int64_t i = i0; i < i0 + kTile; ++i)
+        for (int64_t j = j0; j < j0 + kTile; ++j) dst[j * n + i] = src[i * n + j];
 }
 
-// out = a (I - sym(X X^T)) after scaling column j of X (column-major, in place) by s[j]
-void identity_minus_gram(double* X, const double* s, double* out, double* scratch, int64_t D, double a) {
-  for (int64_t j = 0; j < D; ++j)
-    for (int64_t i = 0; i < D; ++i) X[j * D + i] *= s[j];
-  gemm(false, true, X, X, scratch, D);
-  // at a = 1: -(0.5 (x + y)) and -0.5 (x + y) round alike
-  symmetrise_into(out, scratch, D, -0.5 * a, 0.0, a);
+// Zeros the padding of an n x n buffer holding a D x D matrix (LAPACK leaves it as it was).
+void zero_padding(double* A, int64_t D, int64_t n) {
+  if (D == n) return;
+  for (int64_t i = 0; i < D; ++i) std::fill(A + i * n + D, A + (i + 1) * n, 0.0);
+  std::fill(A + D * n, A + n * n, 0.0);
 }
 
-// LAPACK's symmetric eigensolver (dsyevd) on one D x D matrix, with its workspace sized once.
+void square_gemm(const double* G, const double* X, double* Y, int64_t n, cpu::SquareShape shape) {
+  cpu::microkernels().square_gemm(G, X, Y, n, n, shape);
+}
+
+// out (contiguous D x D) = a (I - Z^T Z) after scaling row k of Z (in place) by s[k]; Zt and P
+// are n x n scratch. Z^T Z is formed as its upper triangle and mirrored: exactly symmetric.
+void identity_minus_gram(double* Z, const double* s, double* out, double* Zt, double* P, int64_t D, int64_t n,
+                         double a) {
+  for (int64_t k = 0; k < D; ++k)
+    for (int64_t j = 0; j < n; ++j) Z[k * n + j] *= s[k];
+  transpose_into(Zt, Z, n);
+  square_gemm(Zt, Z, P, n, {false, false, false, cpu::Half::kUpper});
+  for (int64_t i = 0; i < D; ++i) {
+    const double* p = P + i * n;
+    double* o = out + i * D;
+    for (int64_t j = i; j < D; ++j) o[j] = -a * p[j];
+    o[i] += a;
+  }
+  constexpr int64_t kTile = 8;
+  for (int64_t i0 = 0; i0 < D; i0 += kTile)
+    for (int64_t j0 = 0; j0 <= i0; j0 += kTile)
+      for (int64_t i = i0; i < std::min(i0 + kTile, D); ++i)
+        for (int64_t j = j0; j < std::min(j0 + kTile, i); ++j) out[i * D + j] = out[j * D + i];
+}
+
+// LAPACK's symmetric eigensolver (dsyevd) on one D x D matrix in an n x n buffer, with its
+// workspace sized once. It reads the upper triangle of its column-major matrix, i.e. the lower
+// one of the row-major buffer ('U' ran ~3 % faster than 'L' here at D = 128).
 struct Eigensolver {
   char jobz;
-  int n;
+  int n, lda;
   std::vector<double> work;
   std::vector<int> iwork;
-  Eigensolver(int64_t D, bool vectors) : jobz(vectors ? 'V' : 'N'), n(static_cast<int>(D)) {
+  Eigensolver(int64_t D, int64_t ld, bool vectors)
+      : jobz(vectors ? 'V' : 'N'), n(static_cast<int>(D)), lda(static_cast<int>(std::max<int64_t>(1, ld))) {
     double lwork = 0;
     int liwork = 0, info = 0;
-    at::native::lapackSyevd<double, double>(jobz, 'L', n, nullptr, std::max(1, n), nullptr, &lwork, -1, nullptr, 0,
+    at::native::lapackSyevd<double, double>(jobz, 'U', n, nullptr, lda, nullptr, &lwork, -1, nullptr, 0,
                                             &liwork, -1, &info);
     TORCH_CHECK(info == 0, "gaussian_w2: dsyevd workspace query failed (info ", info, ")");
     work.resize(static_cast<size_t>(lwork));
     iwork.resize(static_cast<size_t>(std::max(liwork, 1)));
   }
-  // Eigenvalues of M (ascending) into w; the vectors, when asked for, overwrite M.
+  // Eigenvalues of M (ascending) into w; the vectors, when asked for, overwrite M (as rows, read
+  // row-major).
   void operator()(double* M, double* w) {
     int info = 0;
-    at::native::lapackSyevd<double, double>(jobz, 'L', n, M, std::max(1, n), w, work.data(),
-                                            static_cast<int>(work.size()), nullptr, 0, iwork.data(),
-                                            static_cast<int>(iwork.size()), &info);
+    at::native::lapackSyevd<double, double>(jobz, 'U', n, M, lda, w, work.data(), static_cast<int>(work.size()),
+                                            nullptr, 0, iwork.data(), static_cast<int>(iwork.size()), &info);
     TORCH_CHECK(info >= 0, "gaussian_w2: dsyevd rejected argument ", -info);
     TORCH_CHECK(info == 0, "gaussian_w2: the eigensolver failed to converge (dsyevd info ", info,
                 "); the covariances may be ill-conditioned or contain inf");
   }
 };
 
-// One worker's buffers.
+// One worker's buffers (n x n each).
 struct Scratch {
-  int64_t D;
+  int64_t D, n;
   bool vectors;
-  std::vector<double> S2, T;
+  std::vector<double> S2, T, P;
   Eigensolver eig;
-  Scratch(int64_t D_, bool vectors_) : D(D_), vectors(vectors_), S2(D_ * D_), T(D_ * D_), eig(D_, vectors_) {}
+  Scratch(int64_t D_, bool vectors_)
+      : D(D_), n(padded(D_)), vectors(vectors_), S2(n * n), T(n * n), P(n * n), eig(D_, n, vectors_) {}
 };
 
 // Buffers of D x D doubles are 128 KiB at D = 128: glibc maps blocks that size afresh on every
@@ -138,53 +174,65 @@ struct Regularisation {
 struct ClassState {
   bool cholesky = false;      // false: the two-eigh route wrote the class in the first step
   double base = 0.0;          // |m1 - m2|^2 + tr S1 + tr S2
-  std::vector<double> L, V;   // S1 = L L^T (lower, column-major); eigenvectors of M = L^T S2 L
+  std::vector<double> U, E;   // n x n: U = L^T with S1 = L L^T; E = V^T, V the eigenvectors of M = L^T S2 L
   std::vector<double> lm;     // eigenvalues of M, clamped at 0
 };
+
+// A state's n x n buffers, zero where they are padding (a state may have held another D).
+void size_state(ClassState& st, int64_t D, int64_t n) {
+  if (static_cast<int64_t>(st.U.size()) != n * n) {
+    st.U.assign(n * n, 0.0);
+    st.E.assign(n * n, 0.0);
+  }
+  st.lm.resize(D);
+}
 
 // Step 1: Cholesky, M, eigh. Returns false when S1 is not numerically positive definite
 // (condition number above ~1e12): the caller then takes the two-eigh route.
 bool w2_decompose(const double* m1, const double* c1, const double* m2, const double* c2, int64_t D,
                   const Regularisation& reg, Scratch& t, ClassState& st) {
   st.cholesky = false;  // the state may hold an earlier call's class
-  st.L.resize(D * D);
-  double* L = st.L.data();
+  const int64_t n = t.n;
+  size_state(st, D, n);
+  double* U = st.U.data();
   double* S2 = t.S2.data();
-  symmetrise_into(L, c1, D, 0.5, reg.shift1, reg.ridge1);
-  symmetrise_into(S2, c2, D, 0.5, 0.0, reg.ridge2);
+  symmetrise_into(U, c1, D, n, 0.5, reg.shift1, reg.ridge1);
+  symmetrise_into(S2, c2, D, n, 0.5, 0.0, reg.ridge2);
   st.base = 0.0;
   for (int64_t i = 0; i < D; ++i) {
     const double d = m1[i] - m2[i];
-    st.base += d * d + L[i * D + i] + S2[i * D + i];
+    st.base += d * d + U[i * n + i] + S2[i * n + i];
   }
   int info = 0;
-  at::native::lapackCholesky<double>('L', static_cast<int>(D), L, static_cast<int>(std::max<int64_t>(1, D)), &info);
+  at::native::lapackCholesky<double>('L', static_cast<int>(D), U, static_cast<int>(n), &info);
   if (info != 0) return false;  // not positive definite, or NaN
-  double dmin = L[0], dmax = L[0];
+  double dmin = U[0], dmax = U[0];
   for (int64_t i = 1; i < D; ++i) {
-    dmin = std::min(dmin, L[i * D + i]);
-    dmax = std::max(dmax, L[i * D + i]);
+    dmin = std::min(dmin, U[i * n + i]);
+    dmax = std::max(dmax, U[i * n + i]);
   }
   if (!(dmin / dmax > kCholeskyMinDiagRatio)) return false;  // NaN fails too
-  for (int64_t j = 1; j < D; ++j) std::fill(L + j * D, L + j * D + j, 0.0);  // potrf leaves S1 above
+  for (int64_t i = 1; i < D; ++i) std::fill(U + i * n, U + i * n + i, 0.0);  // potrf leaves S1 below U
+  zero_padding(S2, D, n);  // U's padding is never written; S2's buffer was scratch before
 
-  double* T = t.T.data();
-  gemm(false, false, S2, L, T, D);  // S2 L
-  st.V.resize(D * D);
-  double* M = st.V.data();
-  gemm(true, false, L, T, S2, D);   // L^T S2 L, into S2's buffer (S2 is not needed any more)
-  symmetrise_into(M, S2, D);
-  st.lm.resize(D);
+  double* L = t.T.data();
+  transpose_into(L, U, n);
+  square_gemm(S2, L, t.P.data(), n, {false, true, false, cpu::Half::kAll});  // S2 L
+  double* M = st.E.data();
+  // L^T (S2 L), its lower triangle: what the eigensolver reads
+  square_gemm(U, t.P.data(), M, n, {true, false, false, cpu::Half::kLower});
   t.eig(M, st.lm.data());
+  zero_padding(M, D, n);
   for (double& l : st.lm) l = std::max(l, 0.0);
   st.cholesky = true;
   return true;
 }
 
-// Step 2: W^2 and the wanted covariance gradients, times a, from the decomposition (V is
+// Step 2: W^2 and the wanted covariance gradients, times a, from the decomposition (E is
 // overwritten).
 void w2_finish(ClassState& st, int64_t D, bool cov1_grad, bool cov2_grad, double a, Scratch& t, double* w2,
                double* g1, double* g2) {
+  const int64_t n = t.n;
   const double* lam = st.lm.data();
   double root_sum = 0.0, lmax = 0.0;
   for (int64_t i = 0; i < D; ++i) {
@@ -194,22 +242,23 @@ void w2_finish(ClassState& st, int64_t D, bool cov1_grad, bool cov2_grad, double
   *w2 = std::max(st.base - 2.0 * root_sum, 0.0);  // rounding can leave -1e-16 for identical Gaussians
 
   std::vector<double> s(D);
-  double* W = t.T.data();
   // dW2/dS2 = I - L M^{-1/2} L^T = I - W diag(f) W^T with W = L V and f the pseudo-inverse
-  // square root (0 on the numerical null space of M)
+  // square root (0 on the numerical null space of M); W^T = E U
   if (cov2_grad) {
     const double tol = pinv_tolerance(lmax, D);
     for (int64_t i = 0; i < D; ++i) s[i] = lam[i] > tol ? std::pow(lam[i], -0.25) : 0.0;
-    gemm(false, false, st.L.data(), st.V.data(), W, D);
-    identity_minus_gram(W, s.data(), g2, t.S2.data(), D, a);
+    double* Wt = t.T.data();
+    square_gemm(st.E.data(), st.U.data(), Wt, n, {false, false, true, cpu::Half::kAll});
+    identity_minus_gram(Wt, s.data(), g2, t.S2.data(), t.P.data(), D, n, a);
   }
-  // dW2/dS1 = I - L^{-T} M^{1/2} L^{-1} = I - U diag(sqrt(lm)) U^T with U = L^{-T} V
+  // dW2/dS1 = I - L^{-T} M^{1/2} L^{-1} = I - X diag(sqrt(lm)) X^T with X = L^{-T} V: LAPACK's
+  // triangular solve on V in place, whose rows (read row-major) are then those of X^T
   if (cov1_grad) {
     for (int64_t i = 0; i < D; ++i) s[i] = std::pow(lam[i], 0.25);
-    double* U = st.V.data();
-    const int n = static_cast<int>(D), ld = static_cast<int>(std::max<int64_t>(1, D));
-    at::native::blasTriangularSolve<double>('L', 'L', 'T', 'N', n, n, st.L.data(), ld, U, ld);
-    identity_minus_gram(U, s.data(), g1, t.S2.data(), D, a);
+    double* Xt = st.E.data();
+    const int dn = static_cast<int>(D), ld = static_cast<int>(n);
+    at::native::blasTriangularSolve<double>('L', 'L', 'T', 'N', dn, dn, st.U.data(), ld, Xt, ld);
+    identity_minus_gram(Xt, s.data(), g1, t.S2.data(), t.P.data(), D, n, a);
   }
 }
 
@@ -272,7 +321,8 @@ void run_classes(const Classes& cl, bool cov1_grad, bool cov2_grad, double* w2p,
   // The classes go in windows, so that a large batch does not hold every class's L and V (2 D^2
   // doubles) at once: at most 32 MiB of them, and never fewer classes than workers.
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n));
-  const int64_t window = std::max<int64_t>(workers, (int64_t{32} << 20) / std::max<int64_t>(1, 16 * DD));
+  const int64_t nn = padded(D) * padded(D);
+  const int64_t window = std::max<int64_t>(workers, (int64_t{32} << 20) / std::max<int64_t>(1, 16 * nn));
   // kept by the calling thread between calls, up to kKeptStateBytes (see worker_scratch); a
   // plain reference, which the workers share (a thread_local named in the lambda would be theirs)
   std::vector<ClassState>& state = calling_thread_states();
@@ -307,7 +357,7 @@ void run_classes(const Classes& cl, bool cov1_grad, bool cov2_grad, double* w2p,
       }
     });
   }
-  if (static_cast<int64_t>(state.size()) * 16 * DD > kKeptStateBytes) std::vector<ClassState>().swap(state);
+  if (static_cast<int64_t>(state.size()) * 16 * nn > kKeptStateBytes) std::vector<ClassState>().swap(state);
 }
 
 at::Tensor as_double(const at::Tensor& t) { return t.to(at::kDouble).contiguous(); }

@@ -4,6 +4,7 @@
 // headers (see microkernels.h).
 #include "cpu/microkernels.h"
 
+#include <algorithm>
 #include <cstring>
 
 #if DALE_MK_VECTOR_BYTES == 64
@@ -283,6 +284,46 @@ void gemm(const T* G, const T* X, int64_t D, int64_t TT, int64_t ldx, T* Y, int6
 #endif
 }
 
+// Rows i0 .. i0 + R of Y = G X, columns t0 .. t0 + CV vectors, the sum over d in [d0, d1)
+// (G, X and Y with row stride ld).
+template <int R, int CV>
+inline void square_block(const double* G, const double* X, double* Y, int64_t ld, int64_t i0, int64_t t0,
+                         int64_t d0, int64_t d1) {
+  using vec = V<double>::type;
+  constexpr int N = V<double>::N;
+  vec acc[R][CV] = {};
+  const double* g = G + i0 * ld;
+  for (int64_t d = d0; d < d1; ++d) {
+    vec x[CV];
+    for (int v = 0; v < CV; ++v) x[v] = load(X + d * ld + t0 + v * N);
+#pragma GCC unroll 8
+    for (int a = 0; a < R; ++a) {
+      const double ga = g[a * ld + d];
+      for (int v = 0; v < CV; ++v) acc[a][v] += ga * x[v];
+    }
+  }
+  for (int a = 0; a < R; ++a)
+    for (int v = 0; v < CV; ++v) store(Y + (i0 + a) * ld + t0 + v * N, acc[a][v]);
+}
+
+// Blocks of R rows x 2 vectors (8 x 16 doubles with 64-byte vectors, 4 x 8 otherwise), column
+// strip by column strip so that the strip of X stays in L1 while G's row blocks pass over it.
+void square_gemm(const double* G, const double* X, double* Y, int64_t n, int64_t ld, SquareShape s) {
+  constexpr int64_t kCols = 2 * V<double>::N;
+  constexpr int R = DALE_MK_VECTOR_BYTES == 64 ? 8 : 4;
+  static_assert(kSquareBlock % kCols == 0 && kSquareBlock % R == 0, "kSquareBlock must hold whole blocks");
+  for (int64_t t0 = 0; t0 < n; t0 += kCols)
+    for (int64_t i0 = 0; i0 < n; i0 += R) {
+      if (s.y == Half::kUpper && t0 + kCols <= i0) continue;  // every t < i
+      if (s.y == Half::kLower && t0 > i0 + R - 1) continue;   // every t > i
+      int64_t d0 = 0, d1 = n;
+      if (s.g_upper) d0 = std::max(d0, i0);
+      if (s.x_lower) d0 = std::max(d0, t0);
+      if (s.x_upper) d1 = std::min(d1, t0 + kCols);
+      square_block<R, 2>(G, X, Y, ld, i0, t0, d0, d1);
+    }
+}
+
 #if DALE_MK_VECTOR_BYTES == 64
 static_assert(kRowBlock == 4 && kColBlock == V<float>::N && kColBlock % V<double>::N == 0,
               "padding constants must match the block shapes above");
@@ -298,6 +339,7 @@ static_assert(kRowBlock == 4 && kColBlock == 2 * V<float>::N && kColBlock % (2 *
 extern const MicroKernels kernels = {
     {&syrk_upper<float>, &gemm<float>, kSyrkMaxCols},
     {&syrk_upper<double>, &gemm<double>, kSyrkMaxCols},
+    &square_gemm,
     DALE_MK_STR(DALE_MK_ISA),
 };
 
