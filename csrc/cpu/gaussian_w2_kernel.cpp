@@ -1,6 +1,7 @@
 // _gaussian_w2 on the CPU: one class at a time, the classes in parallel (LAPACK's batched calls
 // loop serially over the batch). The per-class work is a Cholesky, two products for
-// M = L^T S2 L, one eigh, and two products for each wanted gradient; everything else is plain
+// M = L^T S2 L, one eigh, and for each wanted gradient two products (input side) or a
+// triangular solve and a product (target side); everything else is plain
 // loops over one D x D matrix, and the Cholesky-or-eigh decision is taken per class. Against the
 // batched ATen formulation (wasserstein.cpp, still the CUDA path) this saved ~20% on two threads
 // (benchmarks/results/2026-11-27-cpu-gaussian-w2-lean-ab.txt): its elementwise ops on strided
