@@ -240,25 +240,32 @@ void syrk_upper(const T* Z, int64_t D, int64_t TT, int64_t ldz, double* acc, int
 constexpr int64_t kSyrkMaxCols = 1024;  // a lane adds at most 1024 / 8 products (float, AVX2)
 #endif
 
-// Rows i0 .. i0 + R of Y = G X, columns t0 .. t0 + CV vectors: R x CV accumulators; the column
-// strip of X (D rows x CV vectors) stays in L1 while all row blocks of G pass over it.
+// Rows i0 .. i0 + R of Y = G X, columns t0 .. t0 + CV vectors, the sum over d in [d0, d1): R x CV
+// accumulators; the column strip of X (its rows d0 .. d1, CV vectors) stays in L1 while all row
+// blocks of G pass over it. Row strides ldg, ldx, ldy.
 template <typename T, int R, int CV>
-inline void gemm_block(const T* G, const T* X, int64_t D, int64_t ldx, T* Y, int64_t ldy, int64_t i0, int64_t t0) {
+inline void product_block(const T* G, int64_t ldg, const T* X, int64_t ldx, T* Y, int64_t ldy, int64_t i0,
+                          int64_t t0, int64_t d0, int64_t d1) {
   using vec = typename V<T>::type;
   constexpr int N = V<T>::N;
   vec acc[R][CV] = {};
-  const T* g = G + i0 * D;
-  for (int64_t d = 0; d < D; ++d) {
+  const T* g = G + i0 * ldg;
+  for (int64_t d = d0; d < d1; ++d) {
     vec x[CV];
     for (int v = 0; v < CV; ++v) x[v] = load(X + d * ldx + t0 + v * N);
 #pragma GCC unroll 8
     for (int a = 0; a < R; ++a) {
-      const T ga = g[a * D + d];
+      const T ga = g[a * ldg + d];
       for (int v = 0; v < CV; ++v) acc[a][v] += ga * x[v];
     }
   }
   for (int a = 0; a < R; ++a)
     for (int v = 0; v < CV; ++v) store(Y + (i0 + a) * ldy + t0 + v * N, acc[a][v]);
+}
+
+template <typename T, int R, int CV>
+inline void gemm_block(const T* G, const T* X, int64_t D, int64_t ldx, T* Y, int64_t ldy, int64_t i0, int64_t t0) {
+  product_block<T, R, CV>(G, D, X, ldx, Y, ldy, i0, t0, 0, D);
 }
 
 // Y = G X in blocks of 4 rows x 2 vectors of columns (32-byte vectors), or 8 rows x 2 vectors
@@ -284,28 +291,6 @@ void gemm(const T* G, const T* X, int64_t D, int64_t TT, int64_t ldx, T* Y, int6
 #endif
 }
 
-// Rows i0 .. i0 + R of Y = G X, columns t0 .. t0 + CV vectors, the sum over d in [d0, d1)
-// (G, X and Y with row stride ld).
-template <int R, int CV>
-inline void square_block(const double* G, const double* X, double* Y, int64_t ld, int64_t i0, int64_t t0,
-                         int64_t d0, int64_t d1) {
-  using vec = V<double>::type;
-  constexpr int N = V<double>::N;
-  vec acc[R][CV] = {};
-  const double* g = G + i0 * ld;
-  for (int64_t d = d0; d < d1; ++d) {
-    vec x[CV];
-    for (int v = 0; v < CV; ++v) x[v] = load(X + d * ld + t0 + v * N);
-#pragma GCC unroll 8
-    for (int a = 0; a < R; ++a) {
-      const double ga = g[a * ld + d];
-      for (int v = 0; v < CV; ++v) acc[a][v] += ga * x[v];
-    }
-  }
-  for (int a = 0; a < R; ++a)
-    for (int v = 0; v < CV; ++v) store(Y + (i0 + a) * ld + t0 + v * N, acc[a][v]);
-}
-
 // Blocks of R rows x 2 vectors (8 x 16 doubles with 64-byte vectors, 4 x 8 otherwise), column
 // strip by column strip so that the strip of X stays in L1 while G's row blocks pass over it.
 void square_gemm(const double* G, const double* X, double* Y, int64_t n, int64_t ld, SquareShape s) {
@@ -320,7 +305,7 @@ void square_gemm(const double* G, const double* X, double* Y, int64_t n, int64_t
       if (s.g_upper) d0 = std::max(d0, i0);
       if (s.x_lower) d0 = std::max(d0, t0);
       if (s.x_upper) d1 = std::min(d1, t0 + kCols);
-      square_block<R, 2>(G, X, Y, ld, i0, t0, d0, d1);
+      product_block<double, R, 2>(G, ld, X, ld, Y, ld, i0, t0, d0, d1);
     }
 }
 
