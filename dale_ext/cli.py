@@ -105,11 +105,16 @@ def cmd_train(args) -> int:
     if device is not None:
         cfg.device = device
     out = args.out or os.path.join("runs", cfg.train.method)
-    trainer, history = train_run(cfg, out, resume=args.resume, progress=not args.quiet)
-    if not dist_utils.is_main():
+    try:
+        trainer, history = train_run(cfg, out, resume=args.resume, progress=not args.quiet)
+        main, world = dist_utils.is_main(), dist_utils.world_size() if dist_utils.active() else None
+    finally:
+        if device is not None:  # the group this command made; evaluation below is one process's
+            dist_utils.shutdown()
+    if not main:
         return 0
     print(f"trained {len(history)} epoch(s); checkpoint: {os.path.join(out, 'checkpoint.pt')}"
-          + (f" ({dist_utils.world_size()} processes)" if dist_utils.active() else ""))
+          + (f" ({world} processes)" if world else ""))
     if not args.no_eval:
         results = evaluate_run(cfg, trainer.model, out)
         _print_metrics(results)

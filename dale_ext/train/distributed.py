@@ -64,3 +64,11 @@ def init_from_env(device: str | None = None) -> str | None:
         torch.cuda.set_device(local)
         return f"cuda:{local}"
     return "cpu"
+
+
+def shutdown() -> None:
+    """Destroys the default process group if there is one: left to the interpreter's exit, gloo's
+    background threads were sometimes torn down joinable (std::terminate, SIGABRT: a rare failure
+    of the torchrun test)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
