@@ -243,6 +243,8 @@ TORCH_LIBRARY_FRAGMENT(dale_ext, m) {
       "_w2_loss_host(Tensor n_in, Tensor mu_in, Tensor cov_in, Tensor n_t, Tensor mu_t, Tensor cov_t, "
       "float perturbation, float eps, float min_count, str reduction, bool need_in, bool need_t) -> "
       "(Tensor loss, Tensor valid, Tensor grad_mu_t, Tensor grad_cov_in, Tensor grad_cov_t)");
+  // the CPU eigensolver of _gaussian_w2's Cholesky route on one float64 matrix, for the tests
+  m.def("_symmetric_eigen(Tensor matrix, int max_sweeps) -> (Tensor eigenvalues, Tensor eigenvectors, Tensor converged)");
 }
 
 TORCH_LIBRARY_IMPL(dale_ext, CompositeExplicitAutograd, m) { m.impl("_gaussian_w2", &dale_ext::w2::gaussian_w2); }

@@ -319,12 +319,16 @@ static_assert(kRowBlock == 4 && kColBlock == 2 * V<float>::N && kColBlock % (2 *
 
 }  // namespace
 
+bool symmetric_eigen(double* A, int64_t D, int64_t n, double* w, double* Z, double* work, int64_t work_size,
+                     int max_sweeps);  // symmetric_eigen.cpp
+
 #define DALE_MK_STR2(x) #x
 #define DALE_MK_STR(x) DALE_MK_STR2(x)
 extern const MicroKernels kernels = {
     {&syrk_upper<float>, &gemm<float>, kSyrkMaxCols},
     {&syrk_upper<double>, &gemm<double>, kSyrkMaxCols},
     &square_gemm,
+    &symmetric_eigen,
     DALE_MK_STR(DALE_MK_ISA),
 };
 

@@ -47,11 +47,23 @@ struct SquareShape {
   Half y = Half::kAll;   // kUpper: entries t >= i are right (and more); kLower: t <= i
 };
 
+// gaussian_w2's symmetric eigensolver (symmetric_eigen.cpp): the D x D matrix in the n x n
+// buffer A (both triangles, zero padding; destroyed) gives its eigenvalues, ascending, in w (D)
+// and its eigenvectors as the rows of Z (n x n, zero padding). `work` holds work_size doubles,
+// at least symmetric_eigen_work_size(n); more lets the QL record more rotations between the
+// passes that apply them. Returns false, leaving w and Z unspecified, where A holds inf or NaN
+// or an eigenvalue took more than max_sweeps QL sweeps (callers then use LAPACK; kQlMaxSweeps
+// is what they pass, twice LAPACK's dsteqr's 30 an eigenvalue).
+constexpr int kQlMaxSweeps = 60;
+inline int64_t symmetric_eigen_work_size(int64_t n) { return (6 + 32) * n + 3 * n * n + 4 * n; }
+
 struct MicroKernels {
   MicroKernelsFor<float> f32;
   MicroKernelsFor<double> f64;
   // Y = G X (Y distinct from G and X)
   void (*square_gemm)(const double* G, const double* X, double* Y, int64_t n, int64_t ld, SquareShape shape);
+  bool (*symmetric_eigen)(double* A, int64_t D, int64_t n, double* w, double* Z, double* work, int64_t work_size,
+                          int max_sweeps);
   const char* isa;
   template <typename T>
   const MicroKernelsFor<T>& get() const;
