@@ -161,14 +161,14 @@ struct Eigensolver {
 };
 
 // Which eigensolver the Cholesky route uses for M when eigenvectors are wanted: the package's
-// (cpu::MicroKernels::symmetric_eigen: tridiagonal QL, ~20 % faster than dsyevd at D = 128 and
-// more where eigenvalues cluster), or with DALE_EXT_EIGENSOLVER=lapack, LAPACK's dsyevd (for
-// A/B runs and the tests that compare the two). Without vectors dsyevd's eigenvalue-only path
-// (tridiagonal reduction and a root-free QL) serves.
+// (cpu::MicroKernels::symmetric_eigen: tridiagonal QL, ~15-20 % faster than dsyevd at D = 128
+// with AVX2 or AVX-512, more where eigenvalues cluster), or LAPACK's dsyevd with the portable
+// kernel set (where it is the faster) and with DALE_EXT_EIGENSOLVER=lapack (for A/B runs and
+// the tests that compare the two). Without vectors dsyevd's eigenvalue-only path serves.
 bool own_eigensolver() {
   static const bool own = [] {
     const char* v = std::getenv("DALE_EXT_EIGENSOLVER");
-    return v == nullptr || std::strcmp(v, "lapack") != 0;
+    return cpu::microkernels().symmetric_eigen_preferred && (v == nullptr || std::strcmp(v, "lapack") != 0);
   }();
   return own;
 }

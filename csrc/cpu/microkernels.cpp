@@ -329,6 +329,11 @@ extern const MicroKernels kernels = {
     {&syrk_upper<double>, &gemm<double>, kSyrkMaxCols},
     &square_gemm,
     &symmetric_eigen,
+#if defined(__AVX2__)
+    true,
+#else
+    false,
+#endif
     DALE_MK_STR(DALE_MK_ISA),
 };
 

@@ -27,22 +27,41 @@ namespace cpu {
 namespace DALE_MK_ISA {
 namespace {
 
-// 8 doubles: one AVX-512 register, two AVX2 or four SSE2 ones (the compiler splits it).
-typedef double v8 __attribute__((vector_size(64)));
-constexpr int64_t W = 8;
-inline v8 ld8(const double* p) {
-  v8 v;
+// One vector of W doubles, as wide as the instruction set's registers: AVX-512 (W = 8), AVX2
+// (4) or SSE2 (2). A vector wider than the registers compiles to code that goes through memory
+// here (64-byte vectors in the AVX2 build, or 32-byte ones in the SSE2 build, ran ~5x slower).
+#if defined(__AVX512F__)
+#define DALE_EIG_VECTOR_BYTES 64
+#elif defined(__AVX__)
+#define DALE_EIG_VECTOR_BYTES 32
+#else
+#define DALE_EIG_VECTOR_BYTES 16
+#endif
+typedef double vec __attribute__((vector_size(DALE_EIG_VECTOR_BYTES)));
+constexpr int64_t W = DALE_EIG_VECTOR_BYTES / 8;
+inline vec load(const double* p) {
+  vec v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void st8(double* p, v8 v) { std::memcpy(p, &v, sizeof v); }
-inline v8 splat(double x) { return v8{} + x; }
-inline double hsum(v8 v) {
+inline void store(double* p, vec v) { std::memcpy(p, &v, sizeof v); }
+inline vec splat(double x) { return vec{} + x; }
+#if DALE_EIG_VECTOR_BYTES == 64
+inline double hsum(vec v) {
   v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
   v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
   v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
   return v[0];
 }
+#elif DALE_EIG_VECTOR_BYTES == 32
+inline double hsum(vec v) {
+  v += __builtin_shufflevector(v, v, 2, 3, 0, 1);
+  v += __builtin_shufflevector(v, v, 1, 0, 3, 2);
+  return v[0];
+}
+#else
+inline double hsum(vec v) { return v[0] + v[1]; }
+#endif
 inline int64_t aligned_down(int64_t j) { return j & ~(W - 1); }
 
 // Rows [i0, D) of the n x n buffer X: x_i -= a_i b (kRank2: x_i -= a_i b + b_i a) over columns
@@ -57,20 +76,20 @@ void update_rows_then_dot(double* X, int64_t i0, int64_t D, int64_t n, int64_t j
     double* x1 = x0 + n;
     double* x2 = x1 + n;
     double* x3 = x2 + n;
-    const v8 a0 = splat(a[i]), a1 = splat(a[i + 1]), a2 = splat(a[i + 2]), a3 = splat(a[i + 3]);
-    v8 b0{}, b1{}, b2{}, b3{};
+    const vec a0 = splat(a[i]), a1 = splat(a[i + 1]), a2 = splat(a[i + 2]), a3 = splat(a[i + 3]);
+    vec b0{}, b1{}, b2{}, b3{};
     if (kRank2) b0 = splat(b[i]), b1 = splat(b[i + 1]), b2 = splat(b[i + 2]), b3 = splat(b[i + 3]);
-    v8 s0{}, s1{}, s2{}, s3{};
+    vec s0{}, s1{}, s2{}, s3{};
     for (int64_t j = j0; j < n; j += W) {
-      const v8 bj = ld8(b + j), cj = ld8(c + j);
-      v8 y0 = ld8(x0 + j), y1 = ld8(x1 + j), y2 = ld8(x2 + j), y3 = ld8(x3 + j);
+      const vec bj = load(b + j), cj = load(c + j);
+      vec y0 = load(x0 + j), y1 = load(x1 + j), y2 = load(x2 + j), y3 = load(x3 + j);
       if (kRank2) {
-        const v8 aj = ld8(a + j);
+        const vec aj = load(a + j);
         y0 -= a0 * bj + b0 * aj, y1 -= a1 * bj + b1 * aj, y2 -= a2 * bj + b2 * aj, y3 -= a3 * bj + b3 * aj;
       } else {
         y0 -= a0 * bj, y1 -= a1 * bj, y2 -= a2 * bj, y3 -= a3 * bj;
       }
-      st8(x0 + j, y0), st8(x1 + j, y1), st8(x2 + j, y2), st8(x3 + j, y3);
+      store(x0 + j, y0), store(x1 + j, y1), store(x2 + j, y2), store(x3 + j, y3);
       s0 += y0 * cj, s1 += y1 * cj, s2 += y2 * cj, s3 += y3 * cj;
     }
     out[i] = scale * hsum(s0), out[i + 1] = scale * hsum(s1), out[i + 2] = scale * hsum(s2),
@@ -78,13 +97,13 @@ void update_rows_then_dot(double* X, int64_t i0, int64_t D, int64_t n, int64_t j
   }
   for (; i < D; ++i) {
     double* x0 = X + i * n;
-    const v8 a0 = splat(a[i]), b0 = kRank2 ? splat(b[i]) : v8{};
-    v8 s0{};
+    const vec a0 = splat(a[i]), b0 = kRank2 ? splat(b[i]) : vec{};
+    vec s0{};
     for (int64_t j = j0; j < n; j += W) {
-      v8 y0 = ld8(x0 + j);
-      y0 -= kRank2 ? a0 * ld8(b + j) + b0 * ld8(a + j) : a0 * ld8(b + j);
-      st8(x0 + j, y0);
-      s0 += y0 * ld8(c + j);
+      vec y0 = load(x0 + j);
+      y0 -= kRank2 ? a0 * load(b + j) + b0 * load(a + j) : a0 * load(b + j);
+      store(x0 + j, y0);
+      s0 += y0 * load(c + j);
     }
     out[i] = scale * hsum(s0);
   }
@@ -94,7 +113,7 @@ struct Work {
   double *e, *tau, *v, *v_next, *w, *p, *strip, *rot;
   int64_t rot_capacity;  // doubles at rot
 };
-constexpr int64_t kStripCols = 4 * W;  // rotations are applied to 32 columns at a time
+constexpr int64_t kStripCols = 4 * W;  // rotations are applied to 4 vectors of columns at a time
 
 Work carve(double* work, int64_t n, int64_t size) {
   Work k;
@@ -149,8 +168,8 @@ void tridiagonalise(double* A, int64_t D, int64_t n, double* d, const Work& wk) 
       for (int64_t i = j0; i < D; ++i) w[i] = tau * p[i] + K * v[i];
     }
     double* row = A + j0 * n;  // row k+1 first: the next reflector is taken from it
-    const v8 vi = splat(v[j0]), wi = splat(w[j0]);
-    for (int64_t j = ja; j < n; j += W) st8(row + j, ld8(row + j) - (vi * ld8(w + j) + wi * ld8(v + j)));
+    const vec vi = splat(v[j0]), wi = splat(w[j0]);
+    for (int64_t j = ja; j < n; j += W) store(row + j, load(row + j) - (vi * load(w + j) + wi * load(v + j)));
     if (k + 3 < D) {
       const double tau_next = reflector(A, k + 1, D, n, d, wk, vn);
       update_rows_then_dot<true>(A, k + 2, D, n, ja, v, w, vn, 1.0, p);
@@ -212,17 +231,17 @@ void apply_rotations(double* Z, int64_t D, int64_t n, const double* rot, int64_t
       r += 2 + 2 * count;
       // row i + 1 takes s x_i + c y, and the carry y (row i's new value) c x_i - s y
       double* y = strip + top * S;
-      v8 c0 = ld8(y), c1 = ld8(y + W), c2 = ld8(y + 2 * W), c3 = ld8(y + 3 * W);
+      vec c0 = load(y), c1 = load(y + W), c2 = load(y + 2 * W), c3 = load(y + 3 * W);
       for (int64_t q = 0; q < count; ++q, cs += 2) {
-        const v8 c = splat(cs[0]), s = splat(cs[1]);
+        const vec c = splat(cs[0]), s = splat(cs[1]);
         double* x = strip + (top - 1 - q) * S;
-        const v8 x0 = ld8(x), x1 = ld8(x + W), x2 = ld8(x + 2 * W), x3 = ld8(x + 3 * W);
-        st8(x + S, s * x0 + c * c0), st8(x + S + W, s * x1 + c * c1), st8(x + S + 2 * W, s * x2 + c * c2),
-            st8(x + S + 3 * W, s * x3 + c * c3);
+        const vec x0 = load(x), x1 = load(x + W), x2 = load(x + 2 * W), x3 = load(x + 3 * W);
+        store(x + S, s * x0 + c * c0), store(x + S + W, s * x1 + c * c1), store(x + S + 2 * W, s * x2 + c * c2),
+            store(x + S + 3 * W, s * x3 + c * c3);
         c0 = c * x0 - s * c0, c1 = c * x1 - s * c1, c2 = c * x2 - s * c2, c3 = c * x3 - s * c3;
       }
       double* x = strip + (top - count) * S;
-      st8(x, c0), st8(x + W, c1), st8(x + 2 * W, c2), st8(x + 3 * W, c3);
+      store(x, c0), store(x + W, c1), store(x + 2 * W, c2), store(x + 3 * W, c3);
     }
     for (int64_t i = 0; i < D; ++i) std::memcpy(Z + i * n + j0, strip + i * S, ws * sizeof(double));
   }
