@@ -55,7 +55,7 @@ struct SquareShape {
 // or an eigenvalue took more than max_sweeps QL sweeps (callers then use LAPACK; kQlMaxSweeps
 // is what they pass, twice LAPACK's dsteqr's 30 an eigenvalue).
 constexpr int kQlMaxSweeps = 60;
-inline int64_t symmetric_eigen_work_size(int64_t n) { return (6 + 32) * n + 3 * n * n + 4 * n; }
+inline int64_t symmetric_eigen_work_size(int64_t n) { return (6 + 32 + 3) * n + 2 * n * n + 3 * n * n + 4 * n; }
 
 struct MicroKernels {
   MicroKernelsFor<float> f32;

@@ -25,7 +25,12 @@
 namespace dale_ext {
 namespace cpu {
 namespace DALE_MK_ISA {
+
+extern const MicroKernels kernels;  // this set's products (microkernels.cpp), for the divide and conquer
+
 namespace {
+
+constexpr int64_t kSplitMinSize = 48;  // divide and conquer from here
 
 // One vector of W doubles, as wide as the instruction set's registers: AVX-512 (W = 8), AVX2
 // (4) or SSE2 (2). A vector wider than the registers compiles to code that goes through memory
@@ -110,7 +115,7 @@ void update_rows_then_dot(double* X, int64_t i0, int64_t D, int64_t n, int64_t j
 }
 
 struct Work {
-  double *e, *tau, *v, *v_next, *w, *p, *strip, *rot;
+  double *e, *tau, *v, *v_next, *w, *p, *strip, *g, *u, *index, *rot;
   int64_t rot_capacity;  // doubles at rot
 };
 constexpr int64_t kStripCols = 4 * W;  // rotations are applied to 4 vectors of columns at a time
@@ -118,8 +123,9 @@ constexpr int64_t kStripCols = 4 * W;  // rotations are applied to 4 vectors of 
 Work carve(double* work, int64_t n, int64_t size) {
   Work k;
   k.e = work, k.tau = work + n, k.v = work + 2 * n, k.v_next = work + 3 * n, k.w = work + 4 * n,
-  k.p = work + 5 * n, k.strip = work + 6 * n, k.rot = work + 6 * n + kStripCols * n;
-  k.rot_capacity = size - (6 + kStripCols) * n;
+  k.p = work + 5 * n, k.strip = work + 6 * n;
+  k.g = k.strip + kStripCols * n, k.u = k.g + n * n, k.index = k.u + n * n, k.rot = k.index + 3 * n;
+  k.rot_capacity = size - (k.rot - work);
   return k;
 }
 
@@ -217,12 +223,12 @@ void form_q_transposed(const double* A, int64_t D, int64_t n, double* Z, const W
 // The recorded rotations applied to the rows of Z, kStripCols columns at a time (a strip's rows
 // stay in cache across all sweeps). The record is, per sweep, (top, count) then count pairs
 // (c, s): rotations of rows (top - 1, top), (top - 2, top - 1), ..., in that order.
-void apply_rotations(double* Z, int64_t D, int64_t n, const double* rot, int64_t used, double* strip) {
+void apply_rotations(double* Z, int64_t D, int64_t cols, int64_t ld, const double* rot, int64_t used, double* strip) {
   constexpr int64_t S = kStripCols;
-  for (int64_t j0 = 0; j0 < n; j0 += S) {
-    const int64_t ws = std::min<int64_t>(S, n - j0);
+  for (int64_t j0 = 0; j0 < cols; j0 += S) {
+    const int64_t ws = std::min<int64_t>(S, cols - j0);
     for (int64_t i = 0; i < D; ++i) {
-      std::memcpy(strip + i * S, Z + i * n + j0, ws * sizeof(double));
+      std::memcpy(strip + i * S, Z + i * ld + j0, ws * sizeof(double));
       std::fill(strip + i * S + ws, strip + (i + 1) * S, 0.0);
     }
     for (int64_t r = 0; r < used;) {
@@ -243,7 +249,7 @@ void apply_rotations(double* Z, int64_t D, int64_t n, const double* rot, int64_t
       double* x = strip + (top - count) * S;
       store(x, c0), store(x + W, c1), store(x + 2 * W, c2), store(x + 3 * W, c3);
     }
-    for (int64_t i = 0; i < D; ++i) std::memcpy(Z + i * n + j0, strip + i * S, ws * sizeof(double));
+    for (int64_t i = 0; i < D; ++i) std::memcpy(Z + i * ld + j0, strip + i * S, ws * sizeof(double));
   }
 }
 
@@ -251,8 +257,9 @@ void apply_rotations(double* Z, int64_t D, int64_t n, const double* rot, int64_t
 // off-diagonal entry is negligible below eps (|d_m| + |d_m+1|) or eps |T|: the latter is
 // LAPACK's norm-wise accuracy (a perturbation of T of eps |T|), and without it a cluster of
 // eigenvalues far below |T| (a rank-deficient covariance plus the ridge) could not converge.
-bool tridiagonal_ql(double* d, int64_t D, int64_t n, double* Z, const Work& wk, int max_sweeps) {
-  double* e = wk.e;
+// Z's rows hold `cols` entries at stride ld.
+bool tridiagonal_ql(double* d, double* e, int64_t D, int64_t cols, int64_t ld, double* Z, const Work& wk,
+                    int max_sweeps) {
   constexpr double eps = DBL_EPSILON;
   double tnorm = 0.0;
   for (int64_t i = 0; i < D; ++i) tnorm = std::max(tnorm, std::abs(d[i]) + std::abs(e[i]) + (i ? std::abs(e[i - 1]) : 0.0));
@@ -269,7 +276,7 @@ bool tridiagonal_ql(double* d, int64_t D, int64_t n, double* Z, const Work& wk, 
       if (m == l) break;
       if (++iterations > max_sweeps) return false;
       if (used + 2 + 2 * (m - l) > wk.rot_capacity) {  // the record is full: apply it
-        apply_rotations(Z, D, n, wk.rot, used, wk.strip);
+        apply_rotations(Z, D, cols, ld, wk.rot, used, wk.strip);
         used = 0;
       }
       double* record = wk.rot + used;
@@ -313,7 +320,223 @@ bool tridiagonal_ql(double* d, int64_t D, int64_t n, double* Z, const Work& wk, 
       e[m] = 0.0;
     } while (m != l);
   }
-  apply_rotations(Z, D, n, wk.rot, used, wk.strip);
+  apply_rotations(Z, D, cols, ld, wk.rot, used, wk.strip);
+  return true;
+}
+
+
+// Sums over j in [j0, j1) of w2_j / t_j and w2_j / t_j^2, t_j = (dl_j - origin) - tau.
+void secular_sums(const double* dl, const double* w2, double origin, double tau, int64_t j0, int64_t j1, double& f,
+                  double& df) {
+  vec sf{}, sd{};
+  const vec vo = splat(origin), vt = splat(tau);
+  int64_t j = j0;
+  for (; j + W <= j1; j += W) {
+    const vec t = (load(dl + j) - vo) - vt, r = load(w2 + j) / t;
+    sf += r;
+    sd += r / t;
+  }
+  double f1 = hsum(sf), d1 = hsum(sd);
+  for (; j < j1; ++j) {
+    const double t = (dl[j] - origin) - tau, r = w2[j] / t;
+    f1 += r;
+    d1 += r / t;
+  }
+  f = f1, df = d1;
+}
+
+// Root i of the secular equation 1/rho + sum_j w2_j / (dl_j - x) = 0 (dl ascending, rho > 0):
+// x = dl[origin] + tau with dl_i < x < dl_{i+1} (x < dl_i + rho sum w2 for the last), origin the
+// nearer pole, so that the differences dl_j - x are accurate. Each step solves a model with the
+// two poles around the root fitted to the sums left and right of it (value and slope; Li's
+// "middle way" in LAPACK's dlaed4), kept inside a bracket that bisection falls back on.
+bool secular_root(const double* dl, const double* w2, int64_t K, int64_t i, double rho, int64_t& origin,
+                  double& tau) {
+  constexpr double eps = DBL_EPSILON;
+  const double inv_rho = 1.0 / rho;
+  const bool last = i + 1 == K;
+  double lo, hi;
+  if (!last) {
+    const double half = 0.5 * (dl[i + 1] - dl[i]);
+    double psi, dpsi, phi, dphi;
+    secular_sums(dl, w2, dl[i], half, 0, K, psi, dpsi);
+    if (inv_rho + psi >= 0.0) {  // the root is in the left half
+      origin = i, lo = 0.0, hi = half;
+    } else {
+      origin = i + 1, lo = -half, hi = 0.0;
+    }
+    (void)phi, (void)dphi;
+  } else {
+    double total = 0.0;
+    for (int64_t j = 0; j < K; ++j) total += w2[j];
+    origin = i, lo = 0.0, hi = rho * total * (1.0 + 4.0 * eps) + DBL_MIN;
+  }
+  const double o = dl[origin];
+  tau = 0.5 * (lo + hi);
+  for (int it = 0; it < 64; ++it) {
+    double psi, dpsi, phi = 0.0, dphi = 0.0;
+    secular_sums(dl, w2, o, tau, 0, i + 1, psi, dpsi);
+    if (!last) secular_sums(dl, w2, o, tau, i + 1, K, phi, dphi);
+    const double f = inv_rho + psi + phi;
+    if (f == 0.0 || std::abs(f) <= 8.0 * eps * static_cast<double>(K) * (inv_rho + std::abs(psi) + std::abs(phi)))
+      return true;
+    if (f < 0.0)
+      lo = tau;
+    else
+      hi = tau;
+    const double a = (dl[i] - o) - tau;  // to the pole left of the root (< 0)
+    double eta;
+    bool model = false;
+    if (last) {
+      const double q = dpsi * a * a, c = inv_rho + psi - dpsi * a;
+      if (c > 0.0) eta = a + q / c, model = true;
+    } else {
+      const double b = (dl[i + 1] - o) - tau;  // to the pole right of it (> 0)
+      const double q = dpsi * a * a, sr = dphi * b * b;
+      const double c = inv_rho + (psi - dpsi * a) + (phi - dphi * b);
+      const double C0 = a * b * f, B = c * (a + b) + q + sr;
+      const double root = std::sqrt(std::max(B * B - 4.0 * c * C0, 0.0));
+      const double big = B + std::copysign(root, B);
+      const double e1 = big != 0.0 ? 2.0 * C0 / big : 0.0, e2 = c != 0.0 ? big / (2.0 * c) : 0.0;
+      if (e1 > a && e1 < b) eta = e1, model = true;
+      else if (c != 0.0 && e2 > a && e2 < b) eta = e2, model = true;
+    }
+    double next = model ? tau + eta : 0.5 * (lo + hi);
+    if (!(next > lo && next < hi)) next = 0.5 * (lo + hi);
+    const bool small_step = std::abs(next - tau) <= 2.0 * eps * std::abs(next);
+    tau = next;
+    if (small_step || hi - lo <= 2.0 * eps * std::max(std::abs(lo), std::abs(hi))) return true;
+  }
+  return false;
+}
+
+// One level of divide and conquer for T = (d, e) (Cuppen's; deflation as LAPACK's dlaed2, the
+// eigenvectors of the rank-one update by Gu and Eisenstat's formula, which keeps them
+// orthogonal). T = diag(T1, T2) + rho v v^T, split at k ~ n / 2 (D > k); the halves by implicit QL with
+// their rotations on k-long rows (a quarter of the whole QL's vector work, half its scalar
+// recurrence). On entry Z = Q^T and Y is free (n x n); on return Z's rows are the eigenvectors
+// of Q T Q^T and d their eigenvalues (in no order).
+bool divide_and_conquer(double* Y, double* d, int64_t D, int64_t n, double* Z, const Work& wk, int max_sweeps) {
+  constexpr double eps = DBL_EPSILON;
+  double* e = wk.e;
+  const int64_t k = n / 2 / 16 * 16, D2 = D - k;  // k a multiple of the products' block
+  const double beta = e[k - 1], sigma = beta < 0.0 ? -1.0 : 1.0;
+  d[k - 1] -= std::abs(beta);
+  d[k] -= std::abs(beta);
+  e[k - 1] = 0.0;
+  std::fill(Y, Y + n * n, 0.0);
+  for (int64_t i = 0; i < D; ++i) Y[i * n + i] = 1.0;
+  if (!tridiagonal_ql(d, e, k, k, n, Y, wk, max_sweeps)) return false;
+  if (!tridiagonal_ql(d + k, e + k, D2, n - k, n, Y + k * n + k, wk, max_sweeps)) return false;
+  // G = Y Q^T, Y block diagonal (rows are T-hat's eigenvectors)
+  double* G = wk.g;
+  const SquareShape full{};
+  if (2 * k == n) {  // four k x k products skip Y's zero blocks
+    kernels.square_gemm(Y, Z, G, k, n, full);
+    kernels.square_gemm(Y, Z + k, G + k, k, n, full);
+    kernels.square_gemm(Y + k * n + k, Z + k * n, G + k * n, k, n, full);
+    kernels.square_gemm(Y + k * n + k, Z + k * n + k, G + k * n + k, k, n, full);
+  } else {
+    kernels.square_gemm(Y, Z, G, n, n, full);
+  }
+  // z = Y v, v = e_{k-1} + sigma e_k, normalised (rho takes its square norm)
+  double* z = wk.v;
+  for (int64_t j = 0; j < k; ++j) z[j] = Y[j * n + k - 1];
+  for (int64_t j = k; j < D; ++j) z[j] = sigma * Y[j * n + k];
+  double zz = 0.0;
+  for (int64_t j = 0; j < D; ++j) zz += z[j] * z[j];
+  const double zn = std::sqrt(zz), rho = std::abs(beta) * zz;
+  for (int64_t j = 0; j < D; ++j) z[j] /= zn;
+  // eigenvalues ascending (an index sort), then deflation
+  double* order = wk.index;
+  double* kept = wk.index + n;
+  double* deflated = wk.index + 2 * n;
+  for (int64_t j = 0; j < D; ++j) {
+    int64_t t = j;
+    while (t > 0 && d[static_cast<int64_t>(order[t - 1])] > d[j]) order[t] = order[t - 1], --t;
+    order[t] = static_cast<double>(j);
+  }
+  double dmax = 0.0, zmax = 0.0;
+  for (int64_t j = 0; j < D; ++j) dmax = std::max(dmax, std::abs(d[j])), zmax = std::max(zmax, std::abs(z[j]));
+  const double tol = 8.0 * eps * std::max(dmax, zmax);
+  int64_t K = 0, nd = 0, pj = -1;
+  for (int64_t t = 0; t < D; ++t) {
+    const int64_t nj = static_cast<int64_t>(order[t]);
+    if (rho * std::abs(z[nj]) <= tol) {
+      deflated[nd++] = static_cast<double>(nj);
+      continue;
+    }
+    if (pj < 0) {
+      pj = nj;
+      continue;
+    }
+    const double tau = std::hypot(z[nj], z[pj]), c = z[nj] / tau, s = -z[pj] / tau, gap = d[nj] - d[pj];
+    if (std::abs(gap * c * s) <= tol) {  // close pair: rotate z[pj] to zero, and deflate pj
+      z[nj] = tau, z[pj] = 0.0;
+      double* gp = G + pj * n;
+      double* gn = G + nj * n;
+      const vec vc = splat(c), vs = splat(s);
+      for (int64_t j = 0; j < n; j += W) {
+        const vec x = load(gp + j), y = load(gn + j);
+        store(gp + j, vc * x + vs * y), store(gn + j, vc * y - vs * x);
+      }
+      const double dp = d[pj] * c * c + d[nj] * s * s;
+      d[nj] = d[pj] * s * s + d[nj] * c * c;
+      d[pj] = dp;
+      deflated[nd++] = static_cast<double>(pj);
+    } else {
+      kept[K++] = static_cast<double>(pj);
+    }
+    pj = nj;
+  }
+  if (pj >= 0) kept[K++] = static_cast<double>(pj);
+  // the secular equation of the K kept values
+  double* dl = wk.p;
+  double* w2 = wk.v_next;
+  double* lam = wk.tau;
+  double* zhat = wk.e;
+  double* U = wk.u;
+  for (int64_t j = 0; j < K; ++j) {
+    const int64_t r = static_cast<int64_t>(kept[j]);
+    dl[j] = d[r], w2[j] = z[r] * z[r];
+  }
+  for (int64_t j = K; j < n; ++j) dl[j] = 0.0, w2[j] = 0.0;
+  std::fill(U, U + n * n, 0.0);
+  for (int64_t i = 0; i < K; ++i) {
+    int64_t origin;
+    double tau;
+    if (!secular_root(dl, w2, K, i, rho, origin, tau)) return false;
+    lam[i] = dl[origin] + tau;
+    double* row = U + i * n;  // dl_j - lambda_i, accurately
+    for (int64_t j = 0; j < K; ++j) row[j] = (dl[j] - dl[origin]) - tau;
+  }
+  // zhat_j^2 = -prod_i (dl_j - lambda_i) / (rho prod_{i != j} (dl_j - dl_i)), as ratios near 1
+  for (int64_t j = 0; j < K; ++j) zhat[j] = U[j * n + j] / rho;
+  for (int64_t i = 0; i < K; ++i) {
+    const double* row = U + i * n;
+    for (int64_t j = 0; j < K; ++j)
+      if (j != i) zhat[j] *= row[j] / (dl[j] - dl[i]);
+  }
+  for (int64_t j = 0; j < K; ++j)
+    zhat[j] = std::copysign(std::sqrt(std::max(-zhat[j], 0.0)), z[static_cast<int64_t>(kept[j])]);
+  // eigenvector i of diag(dl) + rho zhat zhat^T: zhat_j / (dl_j - lambda_i), normalised
+  for (int64_t i = 0; i < K; ++i) {
+    double* row = U + i * n;
+    double ss = 0.0;
+    for (int64_t j = 0; j < K; ++j) row[j] = zhat[j] / row[j], ss += row[j] * row[j];
+    const double inv = 1.0 / std::sqrt(ss);
+    for (int64_t j = 0; j < K; ++j) row[j] *= inv;
+  }
+  // Z = U G_K (G_K: the kept rows of G, in dl's order), then the deflated rows
+  std::fill(Y, Y + n * n, 0.0);
+  for (int64_t j = 0; j < K; ++j) std::copy_n(G + static_cast<int64_t>(kept[j]) * n, n, Y + j * n);
+  kernels.square_gemm(U, Y, Z, n, n, full);
+  for (int64_t t = 0; t < nd; ++t) {
+    const int64_t r = static_cast<int64_t>(deflated[t]);
+    std::copy_n(G + r * n, n, Z + (K + t) * n);
+    lam[K + t] = d[r];
+  }
+  std::copy_n(lam, D, d);
   return true;
 }
 
@@ -324,7 +547,10 @@ bool symmetric_eigen(double* A, int64_t D, int64_t n, double* w, double* Z, doub
   if (D <= 0) return true;
   if (work_size < symmetric_eigen_work_size(n)) return false;
   const Work wk = carve(work, n, work_size);
-  // scaled by a power of two (exact) where squares could overflow or underflow
+  // scaled by a power of two (exact) to |A|max in [1, 2): squares then neither overflow nor
+  // underflow, and the divide and conquer's deflation tolerance (8 eps max(|d|, |z|), as
+  // LAPACK's dlaed2 after dstedc's scaling) compares eigenvalues on the scale of 1. In two
+  // factors, as 2^1074 (a subnormal |A|max's) is not a double.
   double amax = 0.0;
   for (int64_t i = 0; i < D; ++i)
     for (int64_t j = 0; j < D; ++j) {
@@ -332,12 +558,11 @@ bool symmetric_eigen(double* A, int64_t D, int64_t n, double* w, double* Z, doub
       if (!(a <= DBL_MAX)) return false;  // inf or NaN
       amax = std::max(amax, a);
     }
-  double scale = 1.0;
-  if (amax > 0.0 && (amax > 0x1p300 || amax < 0x1p-300)) {
-    scale = std::ldexp(1.0, -std::ilogb(amax));
+  const int ex = amax > 0.0 ? -std::ilogb(amax) : 0;
+  const double scale1 = std::ldexp(1.0, ex / 2), scale2 = std::ldexp(1.0, ex - ex / 2);
+  if (ex != 0)
     for (int64_t i = 0; i < D; ++i)
-      for (int64_t j = 0; j < D; ++j) A[i * n + j] *= scale;
-  }
+      for (int64_t j = 0; j < D; ++j) A[i * n + j] = A[i * n + j] * scale1 * scale2;
   if (D == 1) {
     w[0] = A[0];
     wk.e[0] = 0.0;
@@ -348,7 +573,9 @@ bool symmetric_eigen(double* A, int64_t D, int64_t n, double* w, double* Z, doub
     tridiagonalise(A, D, n, w, wk);
   }
   form_q_transposed(A, D, n, Z, wk);
-  if (!tridiagonal_ql(w, D, n, Z, wk, max_sweeps)) return false;
+  const bool split = D >= kSplitMinSize;
+  if (!(split ? divide_and_conquer(A, w, D, n, Z, wk, max_sweeps) : tridiagonal_ql(w, wk.e, D, n, n, Z, wk, max_sweeps)))
+    return false;
   // ascending, as LAPACK returns them
   for (int64_t i = 0; i + 1 < D; ++i) {
     int64_t k = i;
@@ -359,8 +586,8 @@ bool symmetric_eigen(double* A, int64_t D, int64_t n, double* w, double* Z, doub
       std::swap_ranges(Z + i * n, Z + (i + 1) * n, Z + k * n);
     }
   }
-  if (scale != 1.0)
-    for (int64_t i = 0; i < D; ++i) w[i] /= scale;
+  if (ex != 0)
+    for (int64_t i = 0; i < D; ++i) w[i] = w[i] / scale1 / scale2;
   return true;
 }
 
