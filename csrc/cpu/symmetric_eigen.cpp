@@ -329,18 +329,18 @@ bool tridiagonal_ql(double* d, double* e, int64_t D, int64_t cols, int64_t ld, d
 void secular_sums(const double* dl, const double* w2, double origin, double tau, int64_t j0, int64_t j1, double& f,
                   double& df) {
   vec sf{}, sd{};
-  const vec vo = splat(origin), vt = splat(tau);
+  const vec vo = splat(origin), vt = splat(tau), one = splat(1.0);
   int64_t j = j0;
-  for (; j + W <= j1; j += W) {
-    const vec t = (load(dl + j) - vo) - vt, r = load(w2 + j) / t;
+  for (; j + W <= j1; j += W) {  // one division a term (a vector division is ~10x a product)
+    const vec inv = one / ((load(dl + j) - vo) - vt), r = load(w2 + j) * inv;
     sf += r;
-    sd += r / t;
+    sd += r * inv;
   }
   double f1 = hsum(sf), d1 = hsum(sd);
   for (; j < j1; ++j) {
-    const double t = (dl[j] - origin) - tau, r = w2[j] / t;
+    const double inv = 1.0 / ((dl[j] - origin) - tau), r = w2[j] * inv;
     f1 += r;
-    d1 += r / t;
+    d1 += r * inv;
   }
   f = f1, df = d1;
 }
@@ -511,21 +511,36 @@ bool divide_and_conquer(double* Y, double* d, int64_t D, int64_t n, double* Z, c
     for (int64_t j = 0; j < K; ++j) row[j] = (dl[j] - dl[origin]) - tau;
   }
   // zhat_j^2 = -prod_i (dl_j - lambda_i) / (rho prod_{i != j} (dl_j - dl_i)), as ratios near 1
-  for (int64_t j = 0; j < K; ++j) zhat[j] = U[j * n + j] / rho;
+  // (the factor i = j, dl_j - lambda_j over rho, set aside and put back)
+  for (int64_t j = 0; j < n; ++j) zhat[j] = 1.0;
   for (int64_t i = 0; i < K; ++i) {
     const double* row = U + i * n;
-    for (int64_t j = 0; j < K; ++j)
-      if (j != i) zhat[j] *= row[j] / (dl[j] - dl[i]);
+    const vec di = splat(dl[i]);
+    const double keep = zhat[i];
+    for (int64_t j = 0; j < K; j += W) {  // j = i divides by 0 here: restored below
+      const vec den = load(dl + j) - di;
+      store(zhat + j, load(zhat + j) * (load(row + j) / den));
+    }
+    zhat[i] = keep;
   }
   for (int64_t j = 0; j < K; ++j)
-    zhat[j] = std::copysign(std::sqrt(std::max(-zhat[j], 0.0)), z[static_cast<int64_t>(kept[j])]);
-  // eigenvector i of diag(dl) + rho zhat zhat^T: zhat_j / (dl_j - lambda_i), normalised
+    zhat[j] = std::copysign(std::sqrt(std::max(-zhat[j] * (U[j * n + j] / rho), 0.0)),
+                            z[static_cast<int64_t>(kept[j])]);
+  for (int64_t j = K; j < n; ++j) zhat[j] = 0.0;
+  // eigenvector i of diag(dl) + rho zhat zhat^T: zhat_j / (dl_j - lambda_i), normalised (past K,
+  // zhat_j = 0 over 1)
   for (int64_t i = 0; i < K; ++i) {
     double* row = U + i * n;
-    double ss = 0.0;
-    for (int64_t j = 0; j < K; ++j) row[j] = zhat[j] / row[j], ss += row[j] * row[j];
-    const double inv = 1.0 / std::sqrt(ss);
-    for (int64_t j = 0; j < K; ++j) row[j] *= inv;
+    std::fill(row + K, row + n, 1.0);
+    vec ss{};
+    for (int64_t j = 0; j < K; j += W) {
+      const vec u = load(zhat + j) / load(row + j);
+      store(row + j, u);
+      ss += u * u;
+    }
+    const vec inv = splat(1.0 / std::sqrt(hsum(ss)));
+    for (int64_t j = 0; j < K; j += W) store(row + j, load(row + j) * inv);
+    std::fill(row + K, row + n, 0.0);
   }
   // Z = U G_K (G_K: the kept rows of G, in dl's order), then the deflated rows
   std::fill(Y, Y + n * n, 0.0);
