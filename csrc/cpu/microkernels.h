@@ -65,7 +65,7 @@ struct MicroKernels {
   bool (*symmetric_eigen)(double* A, int64_t D, int64_t n, double* w, double* Z, double* work, int64_t work_size,
                           int max_sweeps);
   // Whether symmetric_eigen beats LAPACK's dsyevd with this set (at D = 128 on one core: AVX-512
-  // 0.88 against 1.08 ms, AVX2 0.97 against 1.15; the SSE2 build 1.47 against 1.08).
+  // 0.70 against 1.1 ms, AVX2 0.73 against 1.1; the SSE2 build 6.5, its products being slow).
   bool symmetric_eigen_preferred;
   const char* isa;
   template <typename T>

@@ -1,9 +1,10 @@
 // The symmetric eigensolver of gaussian_w2's Cholesky route (microkernels.h): Householder
-// tridiagonalisation, the orthogonal factor formed explicitly, and implicit QL with Wilkinson
-// shifts (Numerical Recipes' tqli, LAPACK's dsteqr) whose rotations are applied to that factor.
-// At D = 128 on one core this ran in ~0.9 ms where MKL's dsyevd (divide and conquer) took
-// ~1.1-1.2 ms (benchmarks/results/2026-12-07-cpu-symmetric-eigen-micro.txt): dsyevd's
-// tridiagonal reduction alone is ~0.45 ms there, bound by its level-2 calls' overheads.
+// tridiagonalisation, the orthogonal factor formed explicitly, then implicit QL with Wilkinson
+// shifts (Numerical Recipes' tqli, LAPACK's dsteqr) whose rotations are applied to that factor,
+// or from D = 48 one level of divide and conquer (divide_and_conquer below). At D = 128 on one
+// core (AVX-512) this runs in ~0.70-0.76 ms where MKL's dsyevd took ~1.1 (QL alone: ~0.9), at
+// D = 64 in 0.14 against 0.25-0.27 (benchmarks/results/2026-12-07-cpu-symmetric-eigen-micro.txt):
+// dsyevd's tridiagonal reduction alone is ~0.45 ms at 128, bound by its level-2 calls' overheads.
 // Compiled once per instruction set with the micro-kernels; like them it includes no torch
 // header and no std::vector (an inline function instantiated here for AVX-512 could otherwise be
 // picked by the linker for code that runs on older CPUs).
