@@ -160,12 +160,13 @@ struct Eigensolver {
   }
 };
 
-// Which eigensolver the Cholesky route uses for M when eigenvectors are wanted: the package's
-// (cpu::MicroKernels::symmetric_eigen: tridiagonal QL or divide and conquer, ~35 % faster than
-// dsyevd at D = 128 and ~45 % at D = 64 with AVX2 or AVX-512), or LAPACK's dsyevd with the portable
-// kernel set (where it is the faster) and with DALE_EXT_EIGENSOLVER=lapack (for A/B runs and
-// the tests that compare the two). Without vectors dsyevd's eigenvalue-only path serves.
-bool own_eigensolver() {
+// Whether the Cholesky route uses the package's Cholesky (cpu::MicroKernels::cholesky_upper,
+// ~25 us at D = 128 where dpotrf took 100-130) and, when eigenvectors are wanted, its
+// eigensolver (symmetric_eigen: tridiagonal QL or divide and conquer, ~35 % faster than dsyevd
+// at D = 128 and ~45 % at D = 64 with AVX2 or AVX-512); or LAPACK's dpotrf and dsyevd: with the
+// portable kernel set (where they are the faster) and with DALE_EXT_EIGENSOLVER=lapack (for A/B
+// runs and the tests that compare the two). Without vectors dsyevd's eigenvalue-only path serves.
+bool own_matrix_routines() {
   static const bool own = [] {
     const char* v = std::getenv("DALE_EXT_EIGENSOLVER");
     return cpu::microkernels().symmetric_eigen_preferred && (v == nullptr || std::strcmp(v, "lapack") != 0);
@@ -241,16 +242,21 @@ bool w2_decompose(const double* m1, const double* c1, const double* m2, const do
     const double d = m1[i] - m2[i];
     st.base += d * d + U[i * n + i] + S2[i * n + i];
   }
-  int info = 0;
-  at::native::lapackCholesky<double>('L', static_cast<int>(D), U, static_cast<int>(n), &info);
-  if (info != 0) return false;  // not positive definite, or NaN
+  // the package's Cholesky (microkernels.h), or LAPACK's with DALE_EXT_EIGENSOLVER=lapack
+  if (own_matrix_routines()) {
+    if (!cpu::microkernels().cholesky_upper(U, D, n)) return false;  // not positive definite, or NaN
+  } else {
+    int info = 0;
+    at::native::lapackCholesky<double>('L', static_cast<int>(D), U, static_cast<int>(n), &info);
+    if (info != 0) return false;
+  }
   double dmin = U[0], dmax = U[0];
   for (int64_t i = 1; i < D; ++i) {
     dmin = std::min(dmin, U[i * n + i]);
     dmax = std::max(dmax, U[i * n + i]);
   }
   if (!(dmin / dmax > kCholeskyMinDiagRatio)) return false;  // NaN fails too
-  for (int64_t i = 1; i < D; ++i) std::fill(U + i * n, U + i * n + i, 0.0);  // potrf leaves S1 below U
+  for (int64_t i = 1; i < D; ++i) std::fill(U + i * n, U + i * n + i, 0.0);  // the factorisation leaves S1 (or scratch) below U
   zero_padding(S2, D, n);  // U's padding is never written; S2's buffer was scratch before
 
   double* L = t.T.data();
@@ -258,7 +264,7 @@ bool w2_decompose(const double* m1, const double* c1, const double* m2, const do
   square_gemm(S2, L, t.P.data(), n, {false, true, false, cpu::Half::kAll});  // S2 L
   // M = L^T (S2 L), its lower triangle (what dsyevd reads; the package's solver takes both)
   bool solved = false;
-  if (t.vectors && own_eigensolver()) {
+  if (t.vectors && own_matrix_routines()) {
     double* M = S2;  // S2 itself is no longer needed
     square_gemm(U, t.P.data(), M, n, {true, false, false, cpu::Half::kLower});
     mirror_lower(M, D, n);

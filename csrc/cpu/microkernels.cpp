@@ -5,6 +5,7 @@
 #include "cpu/microkernels.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #if DALE_MK_VECTOR_BYTES == 64
@@ -309,6 +310,51 @@ void square_gemm(const double* G, const double* X, double* Y, int64_t n, int64_t
     }
 }
 
+// Right-looking Cholesky in rows: block of 4 rows factored, then every later row j takes the
+// block's rank-4 update from column j on (one pass over the trailing rows a block; one row at a
+// time, each step streamed them: MKL's dpotrf, unblocked below its 32-row crossover at D = 128,
+// took 100-130 us there against ~25 here).
+bool cholesky_upper(double* A, int64_t D, int64_t ld) {
+  using vec = V<double>::type;
+  constexpr int64_t N = V<double>::N;
+  for (int64_t i0 = 0; i0 < D; i0 += 4) {
+    const int64_t i1 = std::min<int64_t>(i0 + 4, D);
+    for (int64_t i = i0; i < i1; ++i) {
+      double* ri = A + i * ld;
+      const double d = ri[i];
+      if (!(d > 0.0)) return false;  // not positive definite, or NaN
+      const double u = std::sqrt(d), inv = 1.0 / u;
+      ri[i] = u;
+      for (int64_t j = i + 1; j < D; ++j) ri[j] *= inv;
+      for (int64_t r = i + 1; r < i1; ++r) {
+        double* rr = A + r * ld;
+        const double c = ri[r];
+        for (int64_t j = r; j < D; ++j) rr[j] -= c * ri[j];
+      }
+    }
+    const double* b0 = A + i0 * ld;
+    const double* b1 = b0 + ld;
+    const double* b2 = b1 + ld;
+    const double* b3 = b2 + ld;
+    for (int64_t j = i1; j < D; ++j) {  // columns below j change too: below the diagonal, unread
+      double* rj = A + j * ld;
+      const int64_t ja = j / N * N;
+      if (i1 - i0 == 4) {
+        const vec c0 = vec{} + b0[j], c1 = vec{} + b1[j], c2 = vec{} + b2[j], c3 = vec{} + b3[j];
+        for (int64_t k = ja; k < ld; k += N)
+          store(rj + k, load(rj + k) - c0 * load(b0 + k) - c1 * load(b1 + k) - c2 * load(b2 + k) - c3 * load(b3 + k));
+      } else {
+        for (int64_t q = i0; q < i1; ++q) {
+          const double* bq = A + q * ld;
+          const vec c = vec{} + bq[j];
+          for (int64_t k = ja; k < ld; k += N) store(rj + k, load(rj + k) - c * load(bq + k));
+        }
+      }
+    }
+  }
+  return true;
+}
+
 #if DALE_MK_VECTOR_BYTES == 64
 static_assert(kRowBlock == 4 && kColBlock == V<float>::N && kColBlock % V<double>::N == 0,
               "padding constants must match the block shapes above");
@@ -328,6 +374,7 @@ extern const MicroKernels kernels = {
     {&syrk_upper<float>, &gemm<float>, kSyrkMaxCols},
     {&syrk_upper<double>, &gemm<double>, kSyrkMaxCols},
     &square_gemm,
+    &cholesky_upper,
     &symmetric_eigen,
 #if defined(__AVX2__)
     true,

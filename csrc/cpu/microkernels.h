@@ -62,6 +62,10 @@ struct MicroKernels {
   MicroKernelsFor<double> f64;
   // Y = G X (Y distinct from G and X)
   void (*square_gemm)(const double* G, const double* X, double* Y, int64_t n, int64_t ld, SquareShape shape);
+  // A = U^T U for the D x D symmetric matrix in A (row stride ld, a multiple of the vector width;
+  // the upper triangle is read): U into the upper triangle, the entries below the diagonal left
+  // unspecified. False where a pivot is not positive (or NaN): not positive definite.
+  bool (*cholesky_upper)(double* A, int64_t D, int64_t ld);
   bool (*symmetric_eigen)(double* A, int64_t D, int64_t n, double* w, double* Z, double* work, int64_t work_size,
                           int max_sweeps);
   // Whether symmetric_eigen beats LAPACK's dsyevd with this set (at D = 128 on one core: AVX-512
