@@ -137,14 +137,20 @@ double reflector(double* A, int64_t k, int64_t D, int64_t n, double* d, const Wo
   double* x = A + k * n;
   const int64_t j0 = k + 1;
   const double alpha = x[j0];
-  double xn2 = 0.0;
-  for (int64_t j = j0 + 1; j < D; ++j) xn2 += x[j] * x[j];
+  // the norm taken on the row scaled by its largest entry (as LAPACK's dlarfg/dnrm2): the
+  // matrix is scaled to |A|max ~ 1, but a row's entries can be ~1e-160, whose squares lose
+  // their digits as subnormals (the reflector was then far from orthogonal)
+  double xmax = 0.0;
+  for (int64_t j = j0 + 1; j < D; ++j) xmax = std::max(xmax, std::abs(x[j]));
   d[k] = x[k];
   double tau = 0.0;
-  if (xn2 == 0.0) {
+  if (xmax == 0.0) {
     wk.e[k] = alpha;
   } else {
-    const double beta = -std::copysign(std::sqrt(alpha * alpha + xn2), alpha);
+    const double s = std::max(xmax, std::abs(alpha)), inv_s = 1.0 / s;
+    double sum = (alpha * inv_s) * (alpha * inv_s);
+    for (int64_t j = j0 + 1; j < D; ++j) sum += (x[j] * inv_s) * (x[j] * inv_s);
+    const double beta = -std::copysign(s * std::sqrt(sum), alpha);
     tau = (beta - alpha) / beta;
     const double scale = 1.0 / (alpha - beta);
     wk.e[k] = beta;
@@ -259,12 +265,15 @@ void apply_rotations(double* Z, int64_t D, int64_t cols, int64_t ld, const doubl
 // LAPACK's norm-wise accuracy (a perturbation of T of eps |T|), and without it a cluster of
 // eigenvalues far below |T| (a rank-deficient covariance plus the ridge) could not converge.
 // Z's rows hold `cols` entries at stride ld.
+// `floor`: an off-diagonal entry at or below it is negligible too (the whole matrix's eps |T|
+// when this is one half of a divide and conquer: a tiny half's own norm would make rounding
+// noise look significant, and its rotations' squares underflow).
 bool tridiagonal_ql(double* d, double* e, int64_t D, int64_t cols, int64_t ld, double* Z, const Work& wk,
-                    int max_sweeps) {
+                    int max_sweeps, double floor = 0.0) {
   constexpr double eps = DBL_EPSILON;
   double tnorm = 0.0;
   for (int64_t i = 0; i < D; ++i) tnorm = std::max(tnorm, std::abs(d[i]) + std::abs(e[i]) + (i ? std::abs(e[i - 1]) : 0.0));
-  const double small = eps * tnorm;
+  const double small = std::max(eps * tnorm, floor);
   int64_t used = 0;
   for (int64_t l = 0; l < D; ++l) {
     int iterations = 0;
@@ -421,14 +430,17 @@ bool divide_and_conquer(double* Y, double* d, int64_t D, int64_t n, double* Z, c
   constexpr double eps = DBL_EPSILON;
   double* e = wk.e;
   const int64_t k = n / 2 / 16 * 16, D2 = D - k;  // k a multiple of the products' block
+  double tnorm = 0.0;
+  for (int64_t i = 0; i < D; ++i) tnorm = std::max(tnorm, std::abs(d[i]) + std::abs(e[i]) + (i ? std::abs(e[i - 1]) : 0.0));
+  const double floor = eps * tnorm;
   const double beta = e[k - 1], sigma = beta < 0.0 ? -1.0 : 1.0;
   d[k - 1] -= std::abs(beta);
   d[k] -= std::abs(beta);
   e[k - 1] = 0.0;
   std::fill(Y, Y + n * n, 0.0);
   for (int64_t i = 0; i < D; ++i) Y[i * n + i] = 1.0;
-  if (!tridiagonal_ql(d, e, k, k, n, Y, wk, max_sweeps)) return false;
-  if (!tridiagonal_ql(d + k, e + k, D2, n - k, n, Y + k * n + k, wk, max_sweeps)) return false;
+  if (!tridiagonal_ql(d, e, k, k, n, Y, wk, max_sweeps, floor)) return false;
+  if (!tridiagonal_ql(d + k, e + k, D2, n - k, n, Y + k * n + k, wk, max_sweeps, floor)) return false;
   // G = Y Q^T, Y block diagonal (rows are T-hat's eigenvectors)
   double* G = wk.g;
   const SquareShape full{};
