@@ -310,6 +310,101 @@ void square_gemm(const double* G, const double* X, double* Y, int64_t n, int64_t
     }
 }
 
+// The first n < N elements of a vector (the rest zero), and their store: masked on AVX-512 (a
+// class's runs are often shorter than 16 pixels: blocky label maps, lesion borders).
+#if DALE_MK_VECTOR_BYTES == 64
+inline V<float>::type load_part(const float* p, int64_t n) {
+  return reinterpret_cast<V<float>::type>(_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p));
+}
+inline void store_part(float* p, V<float>::type v, int64_t n) {
+  _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), reinterpret_cast<__m512>(v));
+}
+inline V<double>::type load_part(const double* p, int64_t n) {
+  return reinterpret_cast<V<double>::type>(_mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1), p));
+}
+inline void store_part(double* p, V<double>::type v, int64_t n) {
+  _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1), reinterpret_cast<__m512d>(v));
+}
+#else
+template <typename T>
+inline typename V<T>::type load_part(const T* p, int64_t n) {
+  typename V<T>::type v = {};
+  for (int64_t k = 0; k < n; ++k) v[k] = p[k];
+  return v;
+}
+template <typename T>
+inline void store_part(T* p, typename V<T>::type v, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) p[k] = v[k];
+}
+#endif
+
+// The statistics' gather of a class's pixels (one feature row of a strip), with the weighted sum
+// that gives the block's first mean estimate taken on the way (the reads come from memory; the
+// products are free). Long runs are cut so that a lane adds at most kSumChunk / N terms.
+template <typename T>
+double gather_runs(const T* row, const RunSpan* runs, int64_t nruns, const T* f, T* out) {
+  using vec = typename V<T>::type;
+  constexpr int64_t N = V<T>::N;
+  double total = 0.0;
+  vec acc = {};
+  int64_t since = 0;  // terms in acc
+  for (int64_t r = 0; r < nruns; ++r) {
+    const T* in = row + runs[r].start;
+    const T* fr = f + runs[r].start;
+    for (int64_t k0 = 0, len = runs[r].length; k0 < len;) {
+      const int64_t k1 = std::min(len, k0 + kSumChunk - since);
+      int64_t k = k0;
+      for (; k + N <= k1; k += N) {
+        const vec x = load(in + k);
+        store(out + k, x);
+        acc += x * load(fr + k);
+      }
+      if (k < k1) {
+        const vec x = load_part(in + k, k1 - k);
+        store_part(out + k, x, k1 - k);
+        acc += x * load_part(fr + k, k1 - k);
+      }
+      since += k1 - k0;
+      if (since == kSumChunk) {
+        total += static_cast<double>(hsum(acc));
+        acc = vec{};
+        since = 0;
+      }
+      k0 = k1;
+    }
+    out += runs[r].length;
+  }
+  return total + static_cast<double>(hsum(acc));
+}
+
+// The statistics' centring of a block's row, with the sum that corrects its mean: the shift is
+// a float estimate, so sum f (x - shift) is small and taken from the centred values themselves.
+template <typename T>
+double centre_row(T* z, int64_t n, T shift, const T* f) {
+  using vec = typename V<T>::type;
+  constexpr int64_t N = V<T>::N;
+  double total = 0.0;
+  for (int64_t c0 = 0; c0 < n; c0 += kSumChunk) {
+    const int64_t c1 = std::min(n, c0 + kSumChunk);
+    vec acc = {};
+    int64_t k = c0;
+    for (; k + N <= c1; k += N) {
+      const vec fk = load(f + k);
+      const vec v = (load(z + k) - shift) * fk;
+      store(z + k, v);
+      acc += v * fk;
+    }
+    if (k < c1) {
+      const vec fk = load_part(f + k, c1 - k);
+      const vec v = (load_part(z + k, c1 - k) - shift) * fk;
+      store_part(z + k, v, c1 - k);
+      acc += v * fk;
+    }
+    total += static_cast<double>(hsum(acc));
+  }
+  return total;
+}
+
 // Right-looking Cholesky in rows: block of 4 rows factored, then every later row j takes the
 // block's rank-4 update from column j on (one pass over the trailing rows a block; one row at a
 // time, each step streamed them: MKL's dpotrf, unblocked below its 32-row crossover at D = 128,
@@ -371,8 +466,8 @@ bool symmetric_eigen(double* A, int64_t D, int64_t n, double* w, double* Z, doub
 #define DALE_MK_STR2(x) #x
 #define DALE_MK_STR(x) DALE_MK_STR2(x)
 extern const MicroKernels kernels = {
-    {&syrk_upper<float>, &gemm<float>, kSyrkMaxCols},
-    {&syrk_upper<double>, &gemm<double>, kSyrkMaxCols},
+    {&syrk_upper<float>, &gemm<float>, &gather_runs<float>, &centre_row<float>, kSyrkMaxCols},
+    {&syrk_upper<double>, &gemm<double>, &gather_runs<double>, &centre_row<double>, kSyrkMaxCols},
     &square_gemm,
     &cholesky_upper,
     &symmetric_eigen,

@@ -15,6 +15,14 @@ namespace cpu {
 constexpr int64_t kRowBlock = 4;
 constexpr int64_t kColBlock = 16;
 
+// A run of one class's pixels in a strip of the statistics (strip coordinates).
+struct RunSpan {
+  int64_t start, length;
+};
+
+// Terms a float lane of gather_runs / centre_row adds before its sum goes into double.
+constexpr int64_t kSumChunk = 1024;
+
 // Scratch elements syrk_upper needs for D rows and T columns (D rounded up to 16 lanes).
 inline int64_t syrk_scratch_size(int64_t D, int64_t T_) { return (D + 15) / 16 * 16 * T_; }
 
@@ -27,6 +35,11 @@ struct MicroKernelsFor {
                      T* scratch);
   // Y = G X; G is D x D row-major, X is D x T (row stride ldx), Y is D x T (row stride ldy).
   void (*gemm)(const T* G, const T* X, int64_t D, int64_t T_, int64_t ldx, T* Y, int64_t ldy);
+  // out = the runs of `row`, one after another; returns the sum of f[k] row[k] over them (f is
+  // indexed as row), partial sums in T lanes added into double every kSumChunk terms.
+  double (*gather_runs)(const T* row, const RunSpan* runs, int64_t nruns, const T* f, T* out);
+  // z[j] = (z[j] - shift) f[j] for j < n; returns the sum of the new z[j] f[j] (as gather_runs).
+  double (*centre_row)(T* z, int64_t n, T shift, const T* f);
   // The most columns one syrk_upper call should take: the set's float accumulators then add at
   // most ~128 products each (1024 for 8-lane dot products, 128 for outer products).
   int64_t syrk_max_cols;

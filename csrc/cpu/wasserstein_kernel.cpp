@@ -60,29 +60,7 @@ struct Striping {
   int64_t length() const { return rows * cols; }
 };
 
-// sum a b: 8 independent partial sums in T (the compiler can vectorise them without reassociating
-// one sum) over kChunk terms at a time, each chunk's total added in double, so that a lane adds
-// at most kChunk / 8 products (a small-D strip holds up to 40,960 pixels).
-template <typename T>
-double dot_chunked(const T* a, const T* b, int64_t n) {
-  double s = 0;
-  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
-    const int64_t m = std::min(kChunk, n - c0);
-    T part[8] = {};
-    int64_t k = 0;
-    for (; k + 8 <= m; k += 8)
-      for (int j = 0; j < 8; ++j) part[j] += a[c0 + k + j] * b[c0 + k + j];
-    for (; k < m; ++k) part[0] += a[c0 + k] * b[c0 + k];
-    T t = 0;
-    for (int j = 0; j < 8; ++j) t += part[j];
-    s += static_cast<double>(t);
-  }
-  return s;
-}
-
-struct Run {
-  int64_t start, length;  // in strip coordinates (row-major over rows x cols)
-};
+using Run = cpu::RunSpan;  // in strip coordinates (row-major over rows x cols)
 
 // Per-thread buffers. X: the strip (D x L); Z/Y: compact class matrices (Dp x Lp).
 template <typename T>
@@ -97,6 +75,7 @@ struct Strip {
   std::vector<int64_t> count;          // pixels per class in the strip
   std::vector<std::vector<T>> pending, pending_w;  // per class, the block's columns and weights
   std::vector<int64_t> fill;                       // columns in `pending`
+  std::vector<double> block_wx;                    // per class, the block's sum of w x (D), for its shift
   std::vector<T> shift;                            // a block's first estimate of its mean (D)
   std::vector<double> centred_sum, delta;          // a block's sum of w (x - shift); mean step (D)
   std::vector<T> syrk_scratch;                     // see MicroKernelsFor::syrk_upper
@@ -135,6 +114,18 @@ struct CpuStats {
       : g(g_), sp(g_, sizeof(T)), x(x_), labels(l_), weights(w_) {}
 
   int64_t strips() const { return g.B * sp.per_image; }
+
+  // Asks for strip `item`'s features (read in place: see load) to come into L2 while the current
+  // strip is worked on; the first touch of each channel's segment was a third of the gathers.
+  void prefetch(int64_t item) const {
+    if (item >= strips() || !(std::is_same<scalar_t, T>::value && g.sP == 1 && sp.cols == g.W)) return;
+    const int64_t r = item % sp.per_image, b = item / sp.per_image, y0 = (r / sp.per_row) * sp.rows;
+    const int64_t bytes = std::min(sp.rows, g.H - y0) * g.W * static_cast<int64_t>(sizeof(scalar_t));
+    for (int64_t d = 0; d < g.D; ++d) {
+      const char* p = reinterpret_cast<const char*>(x + b * g.sB + d * g.sD + y0 * g.W);
+      for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 2);
+    }
+  }
 
   // Reads strip `item`: features, labels, weights, and the runs of every class.
   void load(int64_t item, Strip<T>& s) {
@@ -207,36 +198,15 @@ struct CpuStats {
     if (bad) bad_weight.store(true, std::memory_order_relaxed);
   }
 
-  // Z (Dp x m padded) = class c's pixels, centred by mu and scaled by `scale_by` (per pixel);
-  // returns the padded column count. Rows D..Dp-1 stay zero.
-  int64_t compact(Strip<T>& s, int64_t c, const T* mu, const std::vector<T>* scale_by, std::vector<T>& Z) {
-    const int64_t m = append(s, c, mu, scale_by, Z.data(), s.Lp, 0), cols = round_up(m, cpu::kColBlock);
-    for (int64_t d = 0; d < g.D; ++d) std::fill(Z.data() + d * s.Lp + m, Z.data() + d * s.Lp + cols, T(0));
-    return cols;
-  }
-
-  // Writes class c's m pixels (centred by mu, scaled per pixel) at columns [j0, j0 + m) of Z
-  // (row stride ld); returns m.
-  int64_t append(Strip<T>& s, int64_t c, const T* mu, const std::vector<T>* scale_by, T* Z, int64_t ld,
-                 int64_t j0) {
+  // Z (Dp x m padded) = class c's pixels; returns the padded column count. Rows D..Dp-1 stay zero.
+  int64_t compact(Strip<T>& s, int64_t c, std::vector<T>& Z) {
+    const int64_t m = s.count[c], cols = round_up(m, cpu::kColBlock);
     for (int64_t d = 0; d < g.D; ++d) {
-      const T* row = s.xs + d * s.ldx;
-      T* z = Z + d * ld + j0;
-      const T md = mu ? mu[d] : T(0);
-      int64_t j = 0;
-      for (const Run& run : s.runs[c]) {
-        const T* in = row + run.start;
-        T* out = z + j;
-        if (scale_by) {
-          const T* f = scale_by->data() + run.start;
-          for (int64_t k = 0; k < run.length; ++k) out[k] = (in[k] - md) * f[k];
-        } else {
-          for (int64_t k = 0; k < run.length; ++k) out[k] = in[k] - md;
-        }
-        j += run.length;
-      }
+      T* z = Z.data() + d * s.Lp;
+      mk.gather_runs(s.xs + d * s.ldx, s.runs[c].data(), static_cast<int64_t>(s.runs[c].size()), s.w.data(), z);
+      std::fill(z + m, z + cols, T(0));
     }
-    return s.count[c];
+    return cols;
   }
 
   // Per slot and class: weighted count n, mean (D) and centred second moments (D x D, upper
@@ -249,13 +219,18 @@ struct CpuStats {
             s.pending.assign(g.C, std::vector<T>(s.Dp * s.Lp, T(0)));
             s.pending_w.assign(g.C, std::vector<T>(s.Lp, T(0)));
             s.fill.assign(g.C, 0);
+            s.block_wx.assign(g.C * g.D, 0.0);
           }
           for (int64_t c = 0; c < g.C; ++c) {
             if (s.count[c] == 0) continue;
             if (s.fill[c] + s.count[c] > s.Lp) flush(slot, s, c, n, mean, m2);
             T* pw = s.pending_w[c].data() + s.fill[c];
             for (const Run& run : s.runs[c]) pw = std::copy_n(s.w.data() + run.start, run.length, pw);
-            s.fill[c] += append(s, c, nullptr, nullptr, s.pending[c].data(), s.Lp, s.fill[c]);
+            const int64_t nruns = static_cast<int64_t>(s.runs[c].size());
+            for (int64_t d = 0; d < g.D; ++d)
+              s.block_wx[c * g.D + d] += mk.gather_runs(s.xs + d * s.ldx, s.runs[c].data(), nruns, s.w.data(),
+                                                        s.pending[c].data() + d * s.Lp + s.fill[c]);
+            s.fill[c] += s.count[c];
           }
         },
         [&](int64_t slot, Strip<T>& s) {
@@ -277,16 +252,17 @@ struct CpuStats {
     T* pw = s.pending_w[c].data();
     double nb = 0.0;
     for (int64_t j = 0; j < fill; ++j) nb += pw[j];
-    for (int64_t d = 0; d < D; ++d)
-      s.shift[d] = nb > 0 ? static_cast<T>(dot_chunked(Z + d * s.Lp, pw, fill) / nb) : T(0);
+    double* wx = s.block_wx.data() + c * D;  // sum w x, taken by gather_runs
+    for (int64_t d = 0; d < D; ++d) {
+      s.shift[d] = nb > 0 ? static_cast<T>(wx[d] / nb) : T(0);
+      wx[d] = 0.0;
+    }
     for (int64_t j = 0; j < fill; ++j) pw[j] = pw[j] > T(0) ? std::sqrt(pw[j]) : T(0);  // sqrt(w), in place
     bool finite = true;
     for (int64_t d = 0; d < D; ++d) {
       T* z = Z + d * s.Lp;
-      const T sd = s.shift[d];
-      for (int64_t j = 0; j < fill; ++j) z[j] = (z[j] - sd) * pw[j];
+      const double e = mk.centre_row(z, fill, s.shift[d], pw);  // sum w (x - shift)
       std::fill(z + fill, z + cols, T(0));
-      const double e = dot_chunked(z, pw, fill);  // sum w (x - shift)
       finite &= std::isfinite(e);
       s.centred_sum[d] = e;
     }
@@ -332,6 +308,7 @@ struct CpuStats {
       for (int64_t slot = s0; slot < s1; ++slot) {
         for (int64_t item = slot * chunk; item < std::min(n, (slot + 1) * chunk); ++item) {
           load(item, s);
+          if (item + 1 < std::min(n, (slot + 1) * chunk)) prefetch(item + 1);
           fn(slot, s);
         }
         slot_done(slot, s);
@@ -546,7 +523,7 @@ struct CpuStatsBackward : CpuStats<scalar_t> {
   // for the weights, dL/dw = g_count + (g_mu . u + u^T Gs u - <Gs, cov>) / n with u = x - mu.
   void backward_class(Strip<T>& s, int64_t c) {
     const int64_t L = sp.length(), m = s.count[c];
-    const int64_t cols = this->compact(s, c, nullptr, nullptr, s.Z);  // raw x
+    const int64_t cols = this->compact(s, c, s.Z);  // raw x
     this->mk.gemm(G.data() + c * Dp * Dp, s.Z.data(), s.Dp, cols, s.Lp, s.Y.data(), s.Lp);
     const T sc = scale[c];
     if (grad_x) {
