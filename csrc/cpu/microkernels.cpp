@@ -377,6 +377,21 @@ double gather_runs(const T* row, const RunSpan* runs, int64_t nruns, const T* f,
   return total + static_cast<double>(hsum(acc));
 }
 
+template <typename T>
+void scatter_runs(const T* y, const RunSpan* runs, int64_t nruns, const T* w, T scale, T bias, T* out) {
+  using vec = typename V<T>::type;
+  constexpr int64_t N = V<T>::N;
+  for (int64_t r = 0; r < nruns; ++r) {
+    const int64_t start = runs[r].start, len = runs[r].length;
+    const T* wr = w + start;
+    T* o = out + start;
+    int64_t k = 0;
+    for (; k + N <= len; k += N) store(o + k, load(wr + k) * (scale * load(y + k) + bias));
+    if (k < len) store_part(o + k, load_part(wr + k, len - k) * (scale * load_part(y + k, len - k) + bias), len - k);
+    y += len;
+  }
+}
+
 // The statistics' centring of a block's row, with the sum that corrects its mean: the shift is
 // a float estimate, so sum f (x - shift) is small and taken from the centred values themselves.
 template <typename T>
@@ -466,8 +481,8 @@ bool symmetric_eigen(double* A, int64_t D, int64_t n, double* w, double* Z, doub
 #define DALE_MK_STR2(x) #x
 #define DALE_MK_STR(x) DALE_MK_STR2(x)
 extern const MicroKernels kernels = {
-    {&syrk_upper<float>, &gemm<float>, &gather_runs<float>, &centre_row<float>, kSyrkMaxCols},
-    {&syrk_upper<double>, &gemm<double>, &gather_runs<double>, &centre_row<double>, kSyrkMaxCols},
+    {&syrk_upper<float>, &gemm<float>, &gather_runs<float>, &centre_row<float>, &scatter_runs<float>, kSyrkMaxCols},
+    {&syrk_upper<double>, &gemm<double>, &gather_runs<double>, &centre_row<double>, &scatter_runs<double>, kSyrkMaxCols},
     &square_gemm,
     &cholesky_upper,
     &symmetric_eigen,

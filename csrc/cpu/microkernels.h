@@ -40,6 +40,9 @@ struct MicroKernelsFor {
   double (*gather_runs)(const T* row, const RunSpan* runs, int64_t nruns, const T* f, T* out);
   // z[j] = (z[j] - shift) f[j] for j < n; returns the sum of the new z[j] f[j] (as gather_runs).
   double (*centre_row)(T* z, int64_t n, T shift, const T* f);
+  // The backward's epilogue: out[k] = w[k] (scale y[j] + bias) for the k of the runs in order,
+  // j counting from 0 (w and out are indexed as the strip, y as the compact columns).
+  void (*scatter_runs)(const T* y, const RunSpan* runs, int64_t nruns, const T* w, T scale, T bias, T* out);
   // The most columns one syrk_upper call should take: the set's float accumulators then add at
   // most ~128 products each (1024 for 8-lane dot products, 128 for outer products).
   int64_t syrk_max_cols;

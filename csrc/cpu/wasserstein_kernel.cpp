@@ -72,6 +72,7 @@ struct Strip {
   int64_t ldx = 0;        // channel stride of xs
   std::vector<int64_t> label;
   std::vector<std::vector<Run>> runs;  // per class
+  std::vector<Run> uncounted;          // pixels of no class (the backward zeroes their gradient)
   std::vector<int64_t> count;          // pixels per class in the strip
   std::vector<std::vector<T>> pending, pending_w;  // per class, the block's columns and weights
   std::vector<int64_t> fill;                       // columns in `pending`
@@ -489,20 +490,43 @@ struct CpuStatsBackward : CpuStats<scalar_t> {
   }
 
   void run() {
+    // Whole-width strips of float features: the gradient is written where it lies (as load reads
+    // them), so the strip buffer's clearing and copy-out are not needed.
+    const bool in_place = std::is_same<scalar_t, T>::value && g.sP == 1 && sp.cols == g.W;
     this->run_strips(thread_slots(this->strips()), [&](int64_t, Strip<T>& s) {
       const int64_t L = sp.length();
-      // pixels of no class get a zero gradient: the classes' runs overwrite a cleared strip, so
-      // the rows below are plain copies (vectorised where contiguous)
-      if (grad_x) std::fill(s.grad.begin(), s.grad.end(), T(0));
+      T* out = nullptr;  // channel 0 of the strip's gradient; channel stride ldo
+      int64_t ldo = L;
+      if (grad_x && in_place) {
+        out = reinterpret_cast<T*>(grad_x + s.b * g.sB + s.y0 * g.W);
+        ldo = g.sD;
+        // pixels of no class get a zero gradient (the block may be reused: cpu/output_cache.h);
+        // the classes' runs write the others
+        std::vector<Run>& none = s.uncounted;
+        none.clear();
+        for (int64_t k = 0, n = s.nrows * sp.cols; k < n; ++k)
+          if (s.label[k] < 0) {
+            if (!none.empty() && none.back().start + none.back().length == k)
+              ++none.back().length;
+            else
+              none.push_back({k, 1});
+          }
+        for (int64_t d = 0; d < g.D && !none.empty(); ++d)
+          for (const Run& r : none) std::fill_n(out + d * ldo + r.start, r.length, T(0));
+      } else if (grad_x) {
+        // the classes' runs overwrite a cleared strip, copied out below
+        std::fill(s.grad.begin(), s.grad.end(), T(0));
+        out = s.grad.data();
+      }
       for (int64_t c = 0; c < g.C; ++c)
-        if (s.count[c] > 0) backward_class(s, c);
-      // write the strip: channel by channel, row segment by row segment
+        if (s.count[c] > 0) backward_class(s, c, out, ldo);
       for (int64_t ry = 0; ry < s.nrows && grad_w; ++ry)
         for (int64_t rx = 0; rx < s.ncols; ++rx) {
           const int64_t k = ry * sp.cols + rx;
           grad_w[s.b * g.P + (s.y0 + ry) * g.W + s.x0 + rx] = s.label[k] >= 0 ? s.gw[k] : T(0);
         }
-      if (!grad_x) return;
+      if (!grad_x || in_place) return;
+      // write the strip: channel by channel, row segment by row segment
       for (int64_t d = 0; d < g.D; ++d) {
         scalar_t* dst = grad_x + s.b * g.sB + d * g.sD;
         const T* src = s.grad.data() + d * L;
@@ -521,24 +545,16 @@ struct CpuStatsBackward : CpuStats<scalar_t> {
 
   // Class c's pixels: Y = Gs Xc over the compacted pixels, then dL/dx = w (scale Y + bias) and,
   // for the weights, dL/dw = g_count + (g_mu . u + u^T Gs u - <Gs, cov>) / n with u = x - mu.
-  void backward_class(Strip<T>& s, int64_t c) {
-    const int64_t L = sp.length(), m = s.count[c];
+  void backward_class(Strip<T>& s, int64_t c, T* out, int64_t ldo) {
+    const int64_t m = s.count[c];
     const int64_t cols = this->compact(s, c, s.Z);  // raw x
     this->mk.gemm(G.data() + c * Dp * Dp, s.Z.data(), s.Dp, cols, s.Lp, s.Y.data(), s.Lp);
     const T sc = scale[c];
-    if (grad_x) {
-      for (int64_t d = 0; d < g.D; ++d) {
-        const T* y = s.Y.data() + d * s.Lp;
-        T* out = s.grad.data() + d * L;
-        const T bd = bias[c * g.D + d];
-        int64_t j = 0;
-        for (const Run& run : s.runs[c]) {
-          const T* wk = s.w.data() + run.start;
-          T* o = out + run.start;
-          for (int64_t k = 0; k < run.length; ++k) o[k] = wk[k] * (sc * y[j + k] + bd);
-          j += run.length;
-        }
-      }
+    if (out) {
+      const int64_t nruns = static_cast<int64_t>(s.runs[c].size());
+      for (int64_t d = 0; d < g.D; ++d)
+        this->mk.scatter_runs(s.Y.data() + d * s.Lp, s.runs[c].data(), nruns, s.w.data(), sc, bias[c * g.D + d],
+                              out + d * ldo);
     }
     if (grad_w) {
       const T* muc = mu.data() + c * g.D;

@@ -742,6 +742,32 @@ def test_non_finite_features_at_pixels_that_do_not_count_are_ignored(gen, impl, 
     torch.testing.assert_close(impl(x, lab, 3).covs, want.covs, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_feature_gradient_is_zero_where_pixels_do_not_count(gen, dtype):
+    """The CPU backward writes NCHW gradients where they lie, into a reused block (the output
+    cache): ignored and out-of-range pixels must get 0, not a previous call's values, and the
+    rest must match float64 autograd of the reference."""
+    x = (torch.randn(2, 8, 40, 37, generator=gen, dtype=torch.float64) + 2).to(dtype)
+    lab = torch.randint(0, 3, (2, 40, 37), generator=gen)
+    xx = x.clone().requires_grad_()  # a first call fills the cached block with non-zero gradients
+    s = dale_ext.class_gaussians(xx, lab, 3)
+    (s.covs.square().sum() + s.means.sum()).backward()
+    assert torch.all(xx.grad != 0)
+    del xx, s
+    lab[0, 5:9] = -100
+    lab[1, 30, 3:7] = 7
+    lab[1, :, 36] = -1
+    xr = x.double().clone().requires_grad_()
+    s = reference.class_gaussians(xr, lab, 3)
+    (s.covs.square().sum() + s.means.sum()).backward()
+    xx = x.clone().requires_grad_()
+    s = dale_ext.class_gaussians(xx, lab, 3)
+    (s.covs.square().sum() + s.means.sum()).backward()
+    off = ((lab < 0) | (lab >= 3))[:, None].expand_as(x)
+    assert torch.all(xx.grad[off] == 0) and torch.all(xr.grad[off] == 0)
+    assert rel(xx.grad, xr.grad) < (1e-10 if dtype == torch.float64 else 1e-4)
+
+
 def test_reference_fallback_agrees_and_checks_weights_where_they_count(gen, monkeypatch):
     """Where no kernel serves a device (or D > 256 on CUDA) the wrapper runs the reference and
     makes the kernel's checks: the same statistics, NaN or negative weights accepted at pixels
