@@ -72,7 +72,7 @@ struct Strip {
   int64_t ldx = 0;        // channel stride of xs
   std::vector<int64_t> label;
   std::vector<std::vector<Run>> runs;  // per class
-  std::vector<Run> uncounted;          // pixels of no class (the backward zeroes their gradient)
+  std::vector<Run> uncounted;          // image pixels of no class (the backward zeroes their gradient)
   std::vector<int64_t> count;          // pixels per class in the strip
   std::vector<std::vector<T>> pending, pending_w;  // per class, the block's columns and weights
   std::vector<int64_t> fill;                       // columns in `pending`
@@ -116,10 +116,14 @@ struct CpuStats {
 
   int64_t strips() const { return g.B * sp.per_image; }
 
+  // Whole-width strips of contiguous float rows are read (and the backward's gradient written)
+  // where they lie: each channel's segment is contiguous, in strip order.
+  bool in_place() const { return std::is_same<scalar_t, T>::value && g.sP == 1 && sp.cols == g.W; }
+
   // Asks for strip `item`'s features (read in place: see load) to come into L2 while the current
   // strip is worked on; the first touch of each channel's segment was a third of the gathers.
   void prefetch(int64_t item) const {
-    if (item >= strips() || !(std::is_same<scalar_t, T>::value && g.sP == 1 && sp.cols == g.W)) return;
+    if (item >= strips() || !in_place()) return;
     const int64_t r = item % sp.per_image, b = item / sp.per_image, y0 = (r / sp.per_row) * sp.rows;
     const int64_t bytes = std::min(sp.rows, g.H - y0) * g.W * static_cast<int64_t>(sizeof(scalar_t));
     for (int64_t d = 0; d < g.D; ++d) {
@@ -137,9 +141,7 @@ struct CpuStats {
     s.nrows = std::min(sp.rows, g.H - s.y0);
     s.ncols = std::min(sp.cols, g.W - s.x0);
     const int64_t L = sp.length();
-    // Whole-width strips of contiguous float rows are read where they lie: each channel's
-    // segment is contiguous, in strip order; the copy into X was ~1/3 of load().
-    const bool in_place = std::is_same<scalar_t, T>::value && g.sP == 1 && sp.cols == g.W;
+    const bool in_place = this->in_place();  // the copy into X was ~1/3 of load()
     s.xs = in_place ? reinterpret_cast<const T*>(x + s.b * g.sB + s.y0 * g.W) : s.X.data();
     s.ldx = in_place ? g.sD : L;
     for (int64_t d = 0; d < g.D && !in_place; ++d) {
@@ -164,6 +166,7 @@ struct CpuStats {
       }
     }
     for (auto& rl : s.runs) rl.clear();
+    s.uncounted.clear();
     std::fill(s.count.begin(), s.count.end(), 0);
     bool bad = false;
     int64_t prev = -1;
@@ -181,6 +184,11 @@ struct CpuStats {
             bad |= !(wk >= T(0));  // negative or NaN
           } else {
             l = -1;
+            std::vector<Run>& none = s.uncounted;
+            if (!none.empty() && none.back().start + none.back().length == k)
+              ++none.back().length;
+            else
+              none.push_back({k, 1});
           }
         }
         s.label[k] = l;
@@ -200,6 +208,7 @@ struct CpuStats {
   }
 
   // Z (Dp x m padded) = class c's pixels; returns the padded column count. Rows D..Dp-1 stay zero.
+  // (gather_runs's weighted sum is unused here.)
   int64_t compact(Strip<T>& s, int64_t c, std::vector<T>& Z) {
     const int64_t m = s.count[c], cols = round_up(m, cpu::kColBlock);
     for (int64_t d = 0; d < g.D; ++d) {
@@ -490,9 +499,8 @@ struct CpuStatsBackward : CpuStats<scalar_t> {
   }
 
   void run() {
-    // Whole-width strips of float features: the gradient is written where it lies (as load reads
-    // them), so the strip buffer's clearing and copy-out are not needed.
-    const bool in_place = std::is_same<scalar_t, T>::value && g.sP == 1 && sp.cols == g.W;
+    // in place, the strip buffer's clearing and copy-out are not needed
+    const bool in_place = this->in_place();
     this->run_strips(thread_slots(this->strips()), [&](int64_t, Strip<T>& s) {
       const int64_t L = sp.length();
       T* out = nullptr;  // channel 0 of the strip's gradient; channel stride ldo
@@ -502,17 +510,8 @@ struct CpuStatsBackward : CpuStats<scalar_t> {
         ldo = g.sD;
         // pixels of no class get a zero gradient (the block may be reused: cpu/output_cache.h);
         // the classes' runs write the others
-        std::vector<Run>& none = s.uncounted;
-        none.clear();
-        for (int64_t k = 0, n = s.nrows * sp.cols; k < n; ++k)
-          if (s.label[k] < 0) {
-            if (!none.empty() && none.back().start + none.back().length == k)
-              ++none.back().length;
-            else
-              none.push_back({k, 1});
-          }
-        for (int64_t d = 0; d < g.D && !none.empty(); ++d)
-          for (const Run& r : none) std::fill_n(out + d * ldo + r.start, r.length, T(0));
+        for (int64_t d = 0; d < g.D && !s.uncounted.empty(); ++d)
+          for (const Run& r : s.uncounted) std::fill_n(out + d * ldo + r.start, r.length, T(0));
       } else if (grad_x) {
         // the classes' runs overwrite a cleared strip, copied out below
         std::fill(s.grad.begin(), s.grad.end(), T(0));
